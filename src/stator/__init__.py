@@ -1,0 +1,3 @@
+"""stator: observable, discoverable Python services."""
+
+__version__ = "0.1.0"

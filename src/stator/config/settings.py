@@ -1,0 +1,112 @@
+"""The service's settings, one group per concern, read from ``STATOR_<GROUP>_<FIELD>`` environment variables.
+
+The models are the single source of truth: ``stator run -h`` is generated from them (env name, type, default,
+required, description) and ``stator run -c`` / ``/config`` dump them with secrets redacted. A field whose env name
+does not follow the group scheme says so with ``json_schema_extra={"env": "STATOR_..."}``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stator.config.types import CSVList, Duration, FloatList, Port
+
+
+class Group(BaseModel):
+    """Base of every settings group: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ServiceSettings(Group):
+    name: str = Field("stator", min_length=1, description="Service name: registry name, metrics job, log app_id.")
+    id: str = Field(
+        "",
+        description="Instance id used in the registry; empty means '<name>-<run_id>'.",
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+    )
+    tags: CSVList = Field(
+        default_factory=lambda: ["metrics"],
+        description="Registry tags; 'metrics' lets Prometheus consul_sd select the instance.",
+    )
+    address: str = Field(
+        "",
+        description="Address advertised to the registry; empty means detected from local interfaces.",
+    )
+
+
+class HTTPSettings(Group):
+    host: str = Field("0.0.0.0", description="Interface the HTTP server binds.")
+    port: Port = Field(8087, description="Port the HTTP server binds (0 = any free port).")
+    slow: Duration = Field(1.0, description="Requests slower than this are logged at warning as 'slow request'.")
+    request_id_header: str = Field(
+        "X-Request-ID", min_length=1, description="Header carrying the request id, in and out."
+    )
+    buckets: FloatList = Field(
+        default_factory=lambda: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        description="Buckets (seconds) of http_request_duration_seconds.",
+    )
+    max_label_sets: int = Field(
+        1000, ge=1, description="Cap on distinct label sets per HTTP metric; beyond it labels become overflow."
+    )
+    instrument_ops: bool = Field(False, description="Record RED metrics for the ops endpoints too.")
+    access_log: bool = Field(True, description="Log one line per request.")
+    access_log_ops_sample: float = Field(
+        0.0, ge=0.0, le=1.0, description="Fraction of ops-endpoint requests written to the access log."
+    )
+
+
+class OpsSettings(Group):
+    port: Port | None = Field(
+        None,
+        description="Serve the ops endpoints (/-/healthy, /metrics, ...) on this separate port; unset = app port.",
+    )
+    ready_timeout: Duration = Field(2.0, description="Per-check timeout of /-/ready.")
+    ready_cache: Duration = Field(1.0, description="How long a readiness result is reused.")
+
+
+class LogSettings(Group):
+    format: Literal["json", "logfmt", "console"] = Field("json", description="Log line format.")
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written.")
+    maxlen: int = Field(
+        2048, ge=0, description="String values longer than this are truncated with '--truncated--' (0 = off)."
+    )
+    redact_keys: CSVList = Field(
+        default_factory=lambda: ["authorization", "token", "password", "secret", "cookie", "api_key"],
+        description="Log keys containing any of these words have their values redacted.",
+    )
+
+
+class ShutdownSettings(Group):
+    timeout: Duration = Field(15.0, description="Deadline for draining in-flight requests and stopping workers.")
+
+
+class MetricsSettings(Group):
+    path: str = Field("/metrics", description="Path of the metrics endpoint.")
+    collector_timeout: Duration = Field(
+        0.5, description="Time budget of one collector per scrape; an overrun drops its families."
+    )
+    loop_probe_interval: Duration = Field(0.1, description="How often the event-loop lag probe runs.")
+
+
+class DiskSettings(Group):
+    paths: CSVList = Field(default_factory=lambda: ["/"], description="Paths whose filesystems are reported.")
+
+
+class WaveSettings(Group):
+    enabled: bool = Field(True, description="Export the demo sine 'wave' series.")
+
+
+class Settings(Group):
+    """All settings of a stator service."""
+
+    service: ServiceSettings = Field(default_factory=ServiceSettings)  # type: ignore[arg-type]
+    http: HTTPSettings = Field(default_factory=HTTPSettings)  # type: ignore[arg-type]
+    ops: OpsSettings = Field(default_factory=OpsSettings)  # type: ignore[arg-type]
+    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    disk: DiskSettings = Field(default_factory=DiskSettings)  # type: ignore[arg-type]
+    wave: WaveSettings = Field(default_factory=WaveSettings)  # type: ignore[arg-type]

@@ -1,0 +1,17 @@
+"""Structured logs: JSON lines with process identity and contextvars-bound context."""
+
+from stator.logs.context import bind, bound, log_context, reset
+from stator.logs.logger import Logger, exception_fields
+from stator.logs.sinks import FdSink, MemorySink, Sink
+
+__all__ = [
+    "FdSink",
+    "Logger",
+    "MemorySink",
+    "Sink",
+    "bind",
+    "bound",
+    "exception_fields",
+    "log_context",
+    "reset",
+]
