@@ -83,9 +83,7 @@ def load_settings(environ: Mapping[str, str], model: type[Settings] = Settings) 
         lines = []
         for err in exc.errors(include_url=False):
             loc = tuple(str(p) for p in err["loc"])
-            env = names.get((loc[0], loc[1])) if len(loc) >= 2 else None
-            if env is None:
-                env = ".".join(loc)
+            env = (names.get((loc[0], loc[1])) if len(loc) >= 2 else None) or ".".join(loc)
             shown = environ.get(env)
             where = f"{env}={shown!r}" if shown is not None else f"{env} (unset)"
             lines.append(f"{where}: {_message(err)}")

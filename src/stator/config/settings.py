@@ -49,7 +49,9 @@ class HTTPSettings(Group):
         description="Buckets (seconds) of http_request_duration_seconds.",
     )
     max_label_sets: int = Field(
-        1000, ge=1, description="Cap on distinct label sets per HTTP metric; beyond it labels become overflow."
+        1000,
+        ge=1,
+        description="Cap on distinct label sets per HTTP metric; beyond it labels become overflow.",
     )
     instrument_ops: bool = Field(False, description="Record RED metrics for the ops endpoints too.")
     access_log: bool = Field(True, description="Log one line per request.")

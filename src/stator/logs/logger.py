@@ -56,9 +56,7 @@ def _json_default(value: Any) -> Any:
 
 
 def render_json(record: dict[str, Any]) -> bytes:
-    return orjson.dumps(
-        record, default=_json_default, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
-    )
+    return orjson.dumps(record, default=_json_default, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
 
 
 def _logfmt_value(value: Any) -> str:
@@ -70,9 +68,10 @@ def _logfmt_value(value: Any) -> str:
         return repr(value)
     if not isinstance(value, str):
         value = orjson.dumps(value, default=_json_default).decode()
-    if value and not any(c in value for c in ' "=\\\n\t') and value.isprintable():
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    text = str(value)
+    if text and not any(c in text for c in ' "=\\\n\t') and text.isprintable():
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def render_logfmt(record: dict[str, Any]) -> bytes:
@@ -195,9 +194,7 @@ class Logger:
         """Log the exception being handled at error level."""
         self.error(msg, **kv)
 
-    def log(
-        self, level: str, msg: str, kv: Mapping[str, Any], exc: BaseException | None = None, /
-    ) -> None:
+    def log(self, level: str, msg: str, kv: Mapping[str, Any], exc: BaseException | None = None, /) -> None:
         """Write one line. Never raises: a logging failure must not break the caller."""
         record: dict[str, Any] = {"ts": _timestamp(time.time()), "level": level, "msg": msg, **self._head}
         try:
@@ -213,7 +210,13 @@ class Logger:
             line = self._render(record)
         except Exception as render_error:  # e.g. a value orjson cannot encode even via default
             line = render_json(
-                {"ts": record["ts"], "level": level, "msg": msg, **self._head, "log_error": repr(render_error)}
+                {
+                    "ts": record["ts"],
+                    "level": level,
+                    "msg": msg,
+                    **self._head,
+                    "log_error": repr(render_error),
+                }
             )
         self._sink.write(line)
 

@@ -19,7 +19,12 @@ from stator.logs.logger import Logger
 current_logger: ContextVar[Logger | None] = ContextVar("stator_current_logger", default=None)
 
 # LogRecord attributes that are not user-supplied ``extra=`` fields.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 _LIBRARY_LEVELS = {"uvicorn.access": logging.WARNING, "httpx": logging.WARNING, "httpcore": logging.WARNING}
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from stator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The reference service's application routes."""

@@ -1,0 +1,101 @@
+"""Composition of the ASGI app a Service serves: lifespan → ops endpoints → the application."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from stator.http.asgi import ASGIApp, Message, Receive, Scope, Send
+from stator.http.ops import OpsApp, not_found_app
+
+if TYPE_CHECKING:
+    from stator.service import Service
+
+
+class ServiceApp:
+    """Routes ops paths to :class:`OpsApp`, everything else to the application, and runs the service's
+    workers through the ASGI lifespan (so ``uvicorn mymodule:app`` runs them too). The application's own
+    lifespan, if it has one, runs inside ours: its startup after the workers start, its shutdown first."""
+
+    def __init__(self, service: Service, app: ASGIApp | None) -> None:
+        self.service = service
+        self.app = app or not_found_app
+        self.ops = OpsApp(service, service.service_metrics.endpoint(), service.settings.metrics.path)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and self.ops.handles(scope["path"]):
+            await self.ops(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = self.service
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        await service.start()
+        inner = _InnerLifespan(self.app, scope)
+        try:
+            await inner.startup()
+        except Exception as exc:
+            service.logger.error("application startup failed", exc=exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        deadline = time.monotonic() + service.settings.shutdown.timeout
+        await service.begin_shutdown(deadline)
+        try:
+            await inner.shutdown()
+        except Exception as exc:
+            service.logger.error("application shutdown failed", exc=exc)
+        await service.stop_workers(deadline)
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+class _InnerLifespan:
+    """Drives the wrapped application's lifespan protocol, tolerating apps that do not implement it."""
+
+    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        import asyncio
+
+        self._asyncio = asyncio
+        self.app = app
+        self.scope = scope
+        self.to_app: asyncio.Queue[Message] = asyncio.Queue()
+        self.from_app: asyncio.Queue[Message] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        self.supported = True
+
+    async def _run(self) -> None:
+        try:
+            await self.app(self.scope, self.to_app.get, self.from_app.put)
+        except BaseException:
+            if self.supported and self.from_app.empty():
+                self.supported = False  # apps without lifespan raise on the scope type: that is fine
+                await self.from_app.put({"type": "lifespan.unsupported"})
+            raise
+
+    async def _exchange(self, kind: str) -> None:
+        await self.to_app.put({"type": f"lifespan.{kind}"})
+        reply = await self.from_app.get()
+        if reply["type"] == f"lifespan.{kind}.failed":
+            raise RuntimeError(reply.get("message") or f"lifespan {kind} failed")
+        if reply["type"] == "lifespan.unsupported":
+            self.supported = False
+
+    async def startup(self) -> None:
+        self.task = self._asyncio.create_task(self._run())
+        self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await self._exchange("startup")
+
+    async def shutdown(self) -> None:
+        if self.supported and self.task is not None and not self.task.done():
+            await self._exchange("shutdown")
+
+
+def build_app(service: Service, app: ASGIApp | None) -> ASGIApp:
+    return ServiceApp(service, app)
