@@ -80,6 +80,9 @@ class Service:
         self._monitor_sections: dict[str, Callable[[], Any]] = {}
         self._stop = asyncio.Event()
         self._stop_signals = 0
+        # True while serve() drives the lifecycle: the ASGI lifespan then leaves the workers to it, so they
+        # stop after the HTTP drain, not inside it.
+        self.serving = False
         self.address: tuple[str, int] | None = None
         self.add_worker(self.loop_monitor)
         self._metrics.install_defaults()
@@ -213,6 +216,7 @@ class Service:
 
     async def _serve(self, sock: socket.socket | None) -> int:
         http = self.settings.http
+        self.serving = True
         self.logger.info("starting up", version=self.version, config=self.config_dump())
         config = uvicorn.Config(
             self.asgi,

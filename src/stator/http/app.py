@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -52,7 +53,8 @@ class ServiceApp:
             await inner.shutdown()
         except Exception as exc:
             service.logger.error("application shutdown failed", exc=exc)
-        await service.stop_workers(deadline)
+        if not service.serving:
+            await service.stop_workers(deadline)
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -60,9 +62,6 @@ class _InnerLifespan:
     """Drives the wrapped application's lifespan protocol, tolerating apps that do not implement it."""
 
     def __init__(self, app: ASGIApp, scope: Scope) -> None:
-        import asyncio
-
-        self._asyncio = asyncio
         self.app = app
         self.scope = scope
         self.to_app: asyncio.Queue[Message] = asyncio.Queue()
@@ -73,11 +72,10 @@ class _InnerLifespan:
     async def _run(self) -> None:
         try:
             await self.app(self.scope, self.to_app.get, self.from_app.put)
-        except BaseException:
-            if self.supported and self.from_app.empty():
-                self.supported = False  # apps without lifespan raise on the scope type: that is fine
-                await self.from_app.put({"type": "lifespan.unsupported"})
-            raise
+        finally:
+            # Apps without lifespan support return or raise on the scope type; either way nobody will answer,
+            # so answer for them instead of leaving startup waiting forever.
+            self.from_app.put_nowait({"type": "lifespan.unsupported"})
 
     async def _exchange(self, kind: str) -> None:
         await self.to_app.put({"type": f"lifespan.{kind}"})
@@ -88,7 +86,9 @@ class _InnerLifespan:
             self.supported = False
 
     async def startup(self) -> None:
-        self.task = self._asyncio.create_task(self._run())
+        self.task = asyncio.create_task(self._run())
+        # The app task may end with the exception that says "no lifespan here": retrieve it so asyncio
+        # does not log it as never retrieved.
         self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
         await self._exchange("startup")
 
