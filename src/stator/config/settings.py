@@ -91,6 +91,14 @@ class MetricsSettings(Group):
         0.5, description="Time budget of one collector per scrape; an overrun drops its families."
     )
     loop_probe_interval: Duration = Field(0.1, description="How often the event-loop lag probe runs.")
+    git_commit: str = Field(
+        "",
+        description="Git commit shown in stator_build_info; empty = from pip's VCS metadata or the git checkout.",
+    )
+    renderer: Literal["stator", "prometheus_client"] = Field(
+        "stator",
+        description="Exposition encoder: stator's (same bytes, faster, GC-neutral) or prometheus_client's own.",
+    )
 
 
 class DiskSettings(Group):
@@ -99,6 +107,7 @@ class DiskSettings(Group):
 
 class WaveSettings(Group):
     enabled: bool = Field(True, description="Export the demo sine 'wave' series.")
+    period: Duration = Field(600.0, gt=0, description="Period of the 'simple' wave (wall-clock driven).")
 
 
 class Settings(Group):
