@@ -27,7 +27,9 @@ from stator import __version__
 from stator.backoff import Backoff
 from stator.config import Settings, load_settings, redacted_dump
 from stator.health import Check, Readiness
-from stator.http.asgi import ASGIApp
+from stator.http.asgi import ASGIApp, Scope
+from stator.http.middleware import RequestTracer
+from stator.http.red import HttpMetrics
 from stator.ids import short_id
 from stator.lifecycle.loopmonitor import LoopMonitor
 from stator.lifecycle.worker import PreDrain, Worker, WorkerState, supervise
@@ -46,6 +48,8 @@ class Service:
         logger: Logger | None = None,
         version: str = __version__,
         restart_backoff: tuple[float, float] = (1.0, 60.0),
+        route_resolver: Callable[[Scope], str] | None = None,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings(os.environ)
         self.version = version
@@ -74,6 +78,9 @@ class Service:
             loop_monitor=self.loop_monitor,
         )
         self.metrics: CollectorRegistry = self._metrics.registry
+        self.http_metrics = HttpMetrics(self.metrics, self.settings.http.buckets, self.settings.http.max_label_sets)
+        self.route_resolver = route_resolver
+        self.tracer = tracer
         self._restart_backoff = restart_backoff
         self._workers: list[tuple[Worker, WorkerState]] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -84,6 +91,7 @@ class Service:
         # stop after the HTTP drain, not inside it.
         self.serving = False
         self.address: tuple[str, int] | None = None
+        self.ops_address: tuple[str, int] | None = None
         self.add_worker(self.loop_monitor)
         self._metrics.install_defaults()
         for worker in self._metrics.workers():
@@ -134,6 +142,7 @@ class Service:
             "started_at": self.started_at,
             "uptime_seconds": round(now - self.started_at, 3),
             "address": f"{self.address[0]}:{self.address[1]}" if self.address else None,
+            "ops_address": f"{self.ops_address[0]}:{self.ops_address[1]}" if self.ops_address else None,
             "workers": [state.snapshot() for _, state in self._workers],
             "readiness": {
                 "shutting_down": self.readiness.shutting_down,
@@ -218,13 +227,59 @@ class Service:
         http = self.settings.http
         self.serving = True
         self.logger.info("starting up", version=self.version, config=self.config_dump())
+        server = self._server(self.asgi, http.host, http.port, lifespan=True)
+        ops_server = None
+        if self.settings.ops.port is not None:
+            from stator.http.app import ops_app
+
+            ops_server = self._server(ops_app(self), http.host, self.settings.ops.port, lifespan=False)
+        try:
+            await server.startup(sockets=[sock] if sock else None)
+            if ops_server is not None:
+                await ops_server.startup()
+        except SystemExit:  # uvicorn exits on bind errors and failed lifespan startup, after logging them
+            self.logger.error("http server failed to start", host=http.host, port=http.port)
+            if server.started:
+                server.should_exit = True
+                await server.shutdown()
+            await self.stop_workers(time.monotonic() + 1.0)
+            return 1
+        self.address = _bound(server, http.host, http.port)
+        self.logger.info("listening", address=f"{self.address[0]}:{self.address[1]}")
+        if ops_server is not None:
+            self.ops_address = _bound(ops_server, http.host, self.settings.ops.port or 0)
+            self.logger.info("ops listening", address=f"{self.ops_address[0]}:{self.ops_address[1]}")
+        await self.start()
+        servers = [s for s in (server, ops_server) if s is not None]
+        loops = [asyncio.create_task(s.main_loop(), name="uvicorn-main-loop") for s in servers]
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
+
+        deadline = time.monotonic() + self.settings.shutdown.timeout
+        self.logger.info("shutting down")
+        await self.begin_shutdown(deadline)
+        self.logger.info("shutting down http service")
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*loops)
+        stop.cancel()
+        for s in servers:
+            # uvicorn types this as int but only hands it to asyncio.wait_for: a float deadline is honoured.
+            s.config.timeout_graceful_shutdown = max(0.1, deadline - time.monotonic())  # type: ignore[assignment]
+        await asyncio.gather(*(s.shutdown() for s in servers))
+        self.logger.info("http service stopped")
+        await self.stop_workers(deadline)
+        self.logger.info("stopped")
+        return 0
+
+    def _server(self, app: ASGIApp, host: str, port: int, *, lifespan: bool) -> uvicorn.Server:
         config = uvicorn.Config(
-            self.asgi,
-            host=http.host,
-            port=http.port,
-            lifespan="on",
+            app,
+            host=host,
+            port=port,
+            lifespan="on" if lifespan else "off",
             log_config=None,
-            access_log=False,
+            access_log=False,  # the stator middleware writes a richer access line
             server_header=False,
             timeout_graceful_shutdown=max(1, round(self.settings.shutdown.timeout)),
         )
@@ -233,34 +288,7 @@ class Service:
         # driving startup/main_loop/shutdown ourselves keeps the shutdown order ours.
         config.load()
         server.lifespan = config.lifespan_class(config)
-        try:
-            await server.startup(sockets=[sock] if sock else None)
-        except SystemExit:  # uvicorn exits on bind errors and failed lifespan startup, after logging them
-            self.logger.error("http server failed to start", host=http.host, port=http.port)
-            await self.stop_workers(time.monotonic() + 1.0)
-            return 1
-        bound = server.servers[0].sockets[0].getsockname() if server.servers else (http.host, http.port)
-        self.address = (str(bound[0]), int(bound[1]))
-        self.logger.info("listening", address=f"{self.address[0]}:{self.address[1]}")
-        await self.start()
-        main_loop = asyncio.create_task(server.main_loop(), name="uvicorn-main-loop")
-        stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([main_loop, stop], return_when=asyncio.FIRST_COMPLETED)
-
-        deadline = time.monotonic() + self.settings.shutdown.timeout
-        self.logger.info("shutting down")
-        await self.begin_shutdown(deadline)
-        self.logger.info("shutting down http service")
-        server.should_exit = True
-        await main_loop
-        stop.cancel()
-        # uvicorn types this as int but only hands it to asyncio.wait_for: a float deadline is honoured.
-        server.config.timeout_graceful_shutdown = max(0.1, deadline - time.monotonic())  # type: ignore[assignment]
-        await server.shutdown()
-        self.logger.info("http service stopped")
-        await self.stop_workers(deadline)
-        self.logger.info("stopped")
-        return 0
+        return server
 
     def run(self) -> int:
         """Serve until SIGINT/SIGTERM on a fresh event loop (uvloop when available); returns the exit code."""
@@ -293,3 +321,11 @@ class Service:
 
 def env_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return load_settings(os.environ if environ is None else environ)
+
+
+def _bound(server: uvicorn.Server, host: str, port: int) -> tuple[str, int]:
+    """The address a server actually listens on (port 0 resolves to the OS-chosen port)."""
+    if server.servers and server.servers[0].sockets:
+        name = server.servers[0].sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+    return host, port

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -85,6 +86,12 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return _error(str(exc), getattr(exc, "status_code", 400))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 404/405 as JSON, like every other error of the service."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_app(extra_routes: list[Route] | None = None) -> Starlette:
     routes = [
         Route("/hello", hello),
@@ -94,4 +101,4 @@ def create_app(extra_routes: list[Route] | None = None) -> Starlette:
         Route("/concat", concat, methods=["POST"]),
         *(extra_routes or []),
     ]
-    return Starlette(routes=routes, exception_handlers={BadRequest: _bad_request})
+    return Starlette(routes=routes, exception_handlers={BadRequest: _bad_request, HTTPException: _http_error})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from stator.http.asgi import ASGIApp, Message, Receive, Scope, Send
+from stator.http.middleware import ObservabilityMiddleware
 from stator.http.ops import OpsApp, not_found_app
 
 if TYPE_CHECKING:
@@ -14,19 +16,30 @@ if TYPE_CHECKING:
 
 
 class ServiceApp:
-    """Routes ops paths to :class:`OpsApp`, everything else to the application, and runs the service's
-    workers through the ASGI lifespan (so ``uvicorn mymodule:app`` runs them too). The application's own
-    lifespan, if it has one, runs inside ours: its startup after the workers start, its shutdown first."""
+    """What a Service serves: the observability middleware around a router that sends ops paths to
+    :class:`OpsApp` and everything else to the application; plus the service's workers run through the ASGI
+    lifespan (so ``uvicorn mymodule:app`` runs them too). The application's own lifespan, if it has one, runs
+    inside ours: its startup after the workers start, its shutdown before they stop.
 
-    def __init__(self, service: Service, app: ASGIApp | None) -> None:
+    With ``ops=False`` (a separate ops port) the ops paths are not routed here but served by :func:`ops_app`.
+    """
+
+    def __init__(self, service: Service, app: ASGIApp | None, *, ops: bool = True) -> None:
         self.service = service
         self.app = app or not_found_app
-        self.ops = OpsApp(service, service.service_metrics.endpoint(), service.settings.metrics.path)
+        self.ops = OpsApp(service, service.service_metrics.endpoint(), service.settings.metrics.path) if ops else None
+        self.http = _middleware(service, self._route, self.ops.paths if self.ops else ())
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.ops is not None and scope["path"] in self.ops.paths:
+            await self.ops(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and self.ops.handles(scope["path"]):
-            await self.ops(scope, receive, send)
+        if kind == "http":
+            await self.http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
@@ -56,6 +69,29 @@ class ServiceApp:
         if not service.serving:
             await service.stop_workers(deadline)
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _middleware(service: Service, app: ASGIApp, ops_paths: Collection[str]) -> ObservabilityMiddleware:
+    http = service.settings.http
+    return ObservabilityMiddleware(
+        app,
+        logger=service.logger,
+        metrics=service.http_metrics,
+        ops_paths=ops_paths,
+        request_id_header=http.request_id_header,
+        slow=http.slow,
+        access_log=http.access_log,
+        instrument_ops=http.instrument_ops,
+        ops_log_sample=http.access_log_ops_sample,
+        route_resolver=service.route_resolver,
+        tracer=service.tracer,
+    )
+
+
+def ops_app(service: Service) -> ASGIApp:
+    """The ops endpoints alone, for the separate ops listener (``STATOR_OPS_PORT``)."""
+    ops = OpsApp(service, service.service_metrics.endpoint(), service.settings.metrics.path)
+    return _middleware(service, ops, ops.paths)
 
 
 class _InnerLifespan:
@@ -98,4 +134,4 @@ class _InnerLifespan:
 
 
 def build_app(service: Service, app: ASGIApp | None) -> ASGIApp:
-    return ServiceApp(service, app)
+    return ServiceApp(service, app, ops=service.settings.ops.port is None)

@@ -195,7 +195,9 @@ class Logger:
         self.error(msg, **kv)
 
     def log(self, level: str, msg: str, kv: Mapping[str, Any], exc: BaseException | None = None, /) -> None:
-        """Write one line. Never raises: a logging failure must not break the caller."""
+        """Write one line if ``level`` is enabled. Never raises: a logging failure must not break the caller."""
+        if LEVELS.get(level, 40) < self._min:
+            return
         record: dict[str, Any] = {"ts": _timestamp(time.time()), "level": level, "msg": msg, **self._head}
         try:
             if self._fields:
