@@ -147,7 +147,7 @@ async def test_client_disconnect_is_recorded_as_499() -> None:
     service, sink = make_service(create_app(), env={"STATOR_HTTP_HOST": "127.0.0.1", "STATOR_HTTP_PORT": "0"})
     async with serving(service) as base:
         port = int(base.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /sleep?seconds=0.4 HTTP/1.1\r\nHost: x\r\nX-Request-ID: gone-1\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.1)
