@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from stator.config.types import CSVList, Duration, FloatList, Port
+from stator.config.types import CSVList, Duration, FloatList, Port, Secret
 
 
 class Group(BaseModel):
@@ -110,6 +110,93 @@ class WaveSettings(Group):
     period: Duration = Field(600.0, gt=0, description="Period of the 'simple' wave (wall-clock driven).")
 
 
+class ConsulSettings(Group):
+    """Where Consul (or the dev registry) is and how to talk to it; shared by registration and discovery."""
+
+    addr: str = Field(
+        "http://127.0.0.1:8500",
+        min_length=1,
+        description="Consul HTTP API address, scheme://host:port (https for TLS; a bare host:port means http).",
+    )
+    token: Secret = Field(SecretStr(""), description="ACL token sent as X-Consul-Token; empty = none.")
+    ca_file: str = Field("", description="PEM CA bundle verifying Consul's certificate; empty = system CAs.")
+    cert_file: str = Field("", description="PEM client certificate for mutual TLS (may hold the key too).")
+    key_file: str = Field("", description="PEM private key of the client certificate.")
+    server_name: str = Field(
+        "", description="Name expected in Consul's certificate (and sent as SNI) when it differs from the host."
+    )
+    timeout: Duration = Field(
+        10.0,
+        gt=0,
+        description="Timeout of ordinary Consul requests; blocking queries allow wait*17/16 plus this.",
+    )
+
+    @field_validator("addr")
+    @classmethod
+    def _default_scheme(cls, value: str) -> str:
+        # CONSUL_HTTP_ADDR accepts "host:port"; so do we.
+        return value if "://" in value else f"http://{value}"
+
+
+class EtcdSettings(Group):
+    """Where etcd is; shared by registration (leases under the prefix) and discovery (watching a key)."""
+
+    addr: str = Field(
+        "http://127.0.0.1:2379",
+        min_length=1,
+        description="etcd client URL (its v3 JSON gateway), scheme://host:port.",
+    )
+    prefix: str = Field("/stator/services", description="Key prefix under which instances register.")
+    ttl: Duration = Field(15.0, gt=0, description="Lease TTL of a registration; it lapses this long after a crash.")
+
+    @field_validator("addr")
+    @classmethod
+    def _default_scheme(cls, value: str) -> str:
+        return value if "://" in value else f"http://{value}"
+
+
+class DiscoverSettings(Group):
+    """The discovery watcher: which source holds the services document and how it is followed."""
+
+    source: Literal["none", "consul", "etcd", "file"] = Field(
+        "none",
+        description="Where the services document lives: a Consul KV key, an etcd key, a local JSON file, or none.",
+    )
+    key: str = Field(
+        "",
+        description="Consul KV key, etcd key or file path of the services document (required unless source=none).",
+    )
+    wait: Duration = Field(
+        300.0,
+        gt=0,
+        le=600,
+        description="Longest wait of one blocking query (Consul caps it at 10m); also the etcd watch idle restart.",
+    )
+    limit_burst: int = Field(
+        3, ge=1, description="Blocking queries allowed back to back before limit_interval spaces them out."
+    )
+    limit_interval: Duration = Field(
+        0.1,
+        description="Sustained spacing of blocking queries when the registry answers at once (token bucket refill).",
+    )
+    retry_initial: Duration = Field(0.5, gt=0, description="First delay after a failed poll (then doubled, jittered).")
+    retry_max: Duration = Field(30.0, gt=0, description="Cap of the delay between failed polls.")
+    max_bytes: int = Field(
+        1_048_576, ge=1, description="Largest services document accepted; bigger ones are refused while reading."
+    )
+    file_interval: Duration = Field(
+        0.5, gt=0, description="How often source=file checks the file (mtime, size, inode) for changes."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_needed(cls, value: str, info: ValidationInfo) -> str:
+        source = info.data.get("source", "none")
+        if source != "none" and not value.strip():
+            raise ValueError(f"required when STATOR_DISCOVER_SOURCE={source}")
+        return value
+
+
 class Settings(Group):
     """All settings of a stator service."""
 
@@ -121,3 +208,6 @@ class Settings(Group):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     disk: DiskSettings = Field(default_factory=DiskSettings)  # type: ignore[arg-type]
     wave: WaveSettings = Field(default_factory=WaveSettings)  # type: ignore[arg-type]
+    consul: ConsulSettings = ConsulSettings()
+    etcd: EtcdSettings = EtcdSettings()
+    discover: DiscoverSettings = DiscoverSettings()
