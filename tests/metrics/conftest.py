@@ -68,3 +68,36 @@ def harness() -> Iterator[Callable[..., Harness]]:
 
 def samples(family: Metric) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+async def call(app: Any, method: str = "GET", headers: dict[str, str] | None = None) -> Response:
+    """Drive an ASGI app in-process with one request; headers lower-cased in the result."""
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/metrics",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+    started: dict[str, Any] = {}
+    body = bytearray()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.update(message)
+        else:
+            body.extend(message.get("body", b""))
+
+    await app(scope, receive, send)
+    hdrs = {bytes(k).decode().lower(): bytes(v).decode() for k, v in started["headers"]}
+    return Response(started["status"], hdrs, bytes(body))

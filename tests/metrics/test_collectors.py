@@ -171,9 +171,9 @@ def test_wave_bounds_and_period(at: float, period: float) -> None:
     assert -1.0 - 1e-9 <= values["simple"] <= 1.0 + 1e-9
     assert abs(values["square"]) <= 4 / math.pi * (1 + 1 / 3 + 1 / 5 + 1 / 7)
     assert abs(values["three_random"]) <= 1 + 1 / 2 + 1 / 3
-    later = wave.values(at + period)
-    assert later["simple"] == pytest.approx(values["simple"], abs=1e-6)
-    assert later["square"] == pytest.approx(values["square"], abs=1e-5)
+    later = wave.values(at + period)  # float rounding of at/period (~1e9 cycles) allows ~1e-6 of a cycle
+    assert later["simple"] == pytest.approx(values["simple"], abs=1e-4)
+    assert later["square"] == pytest.approx(values["square"], abs=1e-3)
 
 
 def test_build_info_and_single_identity_series(harness: Any) -> None:

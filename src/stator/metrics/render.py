@@ -19,8 +19,9 @@ Compatibility is the contract: output must equal prometheus_client's ``generate_
 ``openmetrics.exposition.generate_latest`` byte for byte — HELP/label escaping, ``_created``/``_gsum``/
 ``_gcount`` regrouping in the text format, exemplars, timestamps, units, ``# EOF``. Anything this module does not
 reproduce itself is handed to prometheus_client's encoder one family at a time (names outside
-``[a-zA-Z_][a-zA-Z0-9_]*``, which its escaping rewrites; native histograms; metric subclasses with their own
-``collect()``). Tests compare both on hypothesis-generated registries, and :func:`self_check` repeats the
+``[a-zA-Z_][a-zA-Z0-9_]*``, which its escaping rewrites; metric subclasses with their own ``collect()``).
+Native-histogram samples are left out, as prometheus_client's OpenMetrics 1.0 encoder does (its text encoder
+crashes on them). Tests compare both on hypothesis-generated registries, and :func:`self_check` repeats the
 comparison on a canary registry at the first render: if a future prometheus_client formats differently, stator
 logs it and falls back to prometheus_client's encoders (``STATOR_METRICS_RENDERER=prometheus_client`` does that
 by hand).
@@ -234,7 +235,11 @@ class Encoder:
         good = self._good_labels
         tick = self.pacer.tick
         for sample in family.samples:
-            if getattr(sample, "native_histogram", None) is not None or sample.value is None:
+            if getattr(sample, "native_histogram", None) is not None:
+                # Neither format here can carry a native histogram: OpenMetrics 1.0 output skips the sample
+                # (as prometheus_client does), and so does the text format (where prometheus_client crashes).
+                continue
+            if sample.value is None:
                 raise Delegate(name)
             self._check_name(sample.name)
             line = self._line(
@@ -294,7 +299,9 @@ class Encoder:
             for sample in child._child_samples():
                 suffix: str = sample[0]
                 extra: dict[str, str] = sample[1]
-                if getattr(sample, "native_histogram", None) is not None or sample[2] is None:
+                if getattr(sample, "native_histogram", None) is not None:
+                    continue  # see _family_lines
+                if sample[2] is None:
                     raise Delegate(name)
                 if extra:
                     merged = dict(zip(labelnames, values, strict=False))
