@@ -114,8 +114,12 @@ def client(registry: RegistryThread) -> Iterator[httpx.Client]:
         yield c
 
 
+METRICS_TEXT = b"# HELP demo_up A demo gauge.\n# TYPE demo_up gauge\ndemo_up 1\n"
+
+
 class Target:
-    """A tiny HTTP server for HTTP checks: ``/status/<code>`` answers that code; requests are recorded."""
+    """A tiny HTTP server for HTTP checks and scrapes: ``/status/<code>`` answers that code, ``/metrics`` valid
+    Prometheus text; requests are recorded."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -129,7 +133,11 @@ class Target:
                 if len(parts) >= 3 and parts[1] == "status" and parts[2].isdigit():
                     code = int(parts[2])
                 body = b"" if code == 204 else f"answer {code}".encode()
+                if self.path == "/metrics":
+                    body = METRICS_TEXT
                 self.send_response(code)
+                if self.path == "/metrics":
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

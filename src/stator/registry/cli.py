@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
         )
         server = build_server(app)
         logger.info(
-            "registry listening",
+            "listening",
             address=address,
             port=bound[1],
             data_dir=str(args.data_dir) if args.data_dir else None,
@@ -122,6 +122,8 @@ def main(argv: list[str]) -> int:
         previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             _run(server.serve(sockets=[sock]))
+        except SystemExit:  # uvicorn exits this way when the lifespan startup fails (already logged)
+            return 1
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
