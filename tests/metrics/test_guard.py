@@ -110,7 +110,7 @@ class NotAFamily:
 class BadValue:
     def collect(self) -> list[Metric]:
         family = GaugeMetricFamily("bad_value", "help")
-        family.add_sample("bad_value", {}, "12")  # type: ignore[arg-type]
+        family.add_sample("bad_value", {}, "twelve")  # type: ignore[arg-type]
         return [family]
 
 

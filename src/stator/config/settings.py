@@ -88,7 +88,7 @@ class ShutdownSettings(Group):
 class MetricsSettings(Group):
     path: str = Field("/metrics", description="Path of the metrics endpoint.")
     collector_timeout: Duration = Field(
-        0.5, description="Time budget of one collector per scrape; an overrun drops its families."
+        0.5, gt=0, description="Time budget of one collector per scrape; an overrun drops its families."
     )
     loop_probe_interval: Duration = Field(0.1, description="How often the event-loop lag probe runs.")
     git_commit: str = Field(

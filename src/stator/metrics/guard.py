@@ -88,10 +88,14 @@ def check_families(families: Iterable[object]) -> list[Metric]:
             raise TypeError(f"collect() yielded {type(family).__name__!r}, not a metric family")
         for sample in family.samples:
             value = sample.value
-            if not isinstance(value, (int, float)) and not (
-                value is None and getattr(sample, "native_histogram", None) is not None
-            ):
-                raise TypeError(f"{sample.name}: value {value!r} is not a number")
+            if value is None:
+                if getattr(sample, "native_histogram", None) is None:
+                    raise TypeError(f"{sample.name}: no value")
+            else:
+                try:  # what the encoders do with it; numpy scalars and Decimals pass, "abc" does not
+                    float(value)
+                except (TypeError, ValueError):
+                    raise TypeError(f"{sample.name}: value {value!r} is not a number") from None
             for key, label in sample.labels.items():
                 if type(key) is not str or type(label) is not str:
                     raise TypeError(f"{sample.name}: label {key!r}={label!r} is not a string pair")
