@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from stator import __version__
 from stator.backoff import Backoff
+from stator.client import HTTPClient
 from stator.config import Settings, load_settings, redacted_dump
 from stator.health import Check, Readiness
 from stator.http.asgi import ASGIApp, Scope
@@ -35,6 +36,7 @@ from stator.lifecycle.loopmonitor import LoopMonitor
 from stator.lifecycle.worker import PreDrain, Worker, WorkerState, supervise
 from stator.logs import Logger, stdlib
 from stator.metrics import ServiceMetrics
+from stator.tracing import Tracing
 
 State = Literal["new", "starting", "running", "stopping", "stopped"]
 
@@ -80,6 +82,17 @@ class Service:
         self.metrics: CollectorRegistry = self._metrics.registry
         self.http_metrics = HttpMetrics(self.metrics, self.settings.http.buckets, self.settings.http.max_label_sets)
         self.route_resolver = route_resolver
+        self.tracing: Tracing | None = None
+        if tracer is None and self.settings.otlp.endpoint:
+            self.tracing = Tracing(
+                self.settings,
+                self.logger,
+                self.metrics,
+                service_name=self.app_id,
+                version=version,
+                instance_id=self.instance_id,
+            )
+            tracer = self.tracing
         self.tracer = tracer
         self._restart_backoff = restart_backoff
         self._workers: list[tuple[Worker, WorkerState]] = []
@@ -121,6 +134,22 @@ class Service:
         """Show ``section()`` under ``name`` in /monitor (registration and discovery state, ...)."""
         self._monitor_sections[name] = section
 
+    def http_client(self, base_url: str = "", **kwargs: Any) -> HTTPClient:
+        """A project HTTP client bound to this service: its logger, request-id header, and — when tracing is on —
+        CLIENT spans with ``traceparent`` propagation. ``kwargs`` go to :class:`~stator.client.HTTPClient`."""
+        return HTTPClient(base_url, **{**self.client_options(), **kwargs})
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments that make any project HTTP client (including the registry presets) this service's:
+        logger, redaction, request-id header and tracing hook."""
+        hooks = [self.tracing.client_hook] if self.tracing is not None else []
+        return {
+            "logger": self.logger,
+            "redact": self.settings.log.redact_keys,
+            "request_id_header": self.settings.http.request_id_header,
+            "hooks": hooks,
+        }
+
     @property
     def service_metrics(self) -> ServiceMetrics:
         return self._metrics
@@ -153,6 +182,7 @@ class Service:
                 "max_lag_seconds": round(self.loop_monitor.max_lag, 6),
             },
         }
+        out["tracing"] = self.tracing.monitor() if self.tracing is not None else {"enabled": False}
         for name, section in self._monitor_sections.items():
             try:
                 out[name] = section()
@@ -206,6 +236,9 @@ class Service:
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
             for task in pending:
                 self.logger.error("worker did not stop in time", task=task.get_name())
+        if self.tracing is not None:
+            # After the drain, so the last requests' spans go out too; bounded by what is left of the deadline.
+            await asyncio.to_thread(self.tracing.shutdown, max(0.5, deadline - time.monotonic()))
         self.state = "stopped"
 
     # -- serving -----------------------------------------------------------------------------------------

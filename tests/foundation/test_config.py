@@ -182,3 +182,10 @@ def test_parse_duration_never_crashes(text: str) -> None:
     except ValueError:
         return
     assert isinstance(value, float)
+
+
+def test_secret_values_never_appear_in_config_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"STATOR_OTLP_HEADERS": "leakyvalue"})
+    assert "STATOR_OTLP_HEADERS" in str(info.value)
+    assert "leakyvalue" not in str(info.value)

@@ -70,8 +70,11 @@ def load_settings(environ: Mapping[str, str], model: type[Settings] = Settings) 
     """Build settings from an environment mapping; raise :class:`ConfigError` naming each bad variable."""
     data: dict[str, dict[str, Any]] = {}
     names: dict[tuple[str, str], str] = {}
+    secrets: set[str] = set()
     for group, field, env, info in _fields(model):
         names[(group, field)] = env
+        if _type_name(info) == "secret":
+            secrets.add(env)
         if env in environ:
             raw = environ[env]
             if raw == "" and info.default is None:
@@ -85,7 +88,12 @@ def load_settings(environ: Mapping[str, str], model: type[Settings] = Settings) 
             loc = tuple(str(p) for p in err["loc"])
             env = (names.get((loc[0], loc[1])) if len(loc) >= 2 else None) or ".".join(loc)
             shown = environ.get(env)
-            where = f"{env}={shown!r}" if shown is not None else f"{env} (unset)"
+            if shown is None:
+                where = f"{env} (unset)"
+            elif env in secrets:
+                where = f"{env} (value hidden)"  # an error message must not leak a secret
+            else:
+                where = f"{env}={shown!r}"
             lines.append(f"{where}: {_message(err)}")
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
 

@@ -197,17 +197,100 @@ class DiscoverSettings(Group):
         return value
 
 
+class OTLPSettings(Group):
+    """Tracing: OpenTelemetry spans exported over OTLP/HTTP (protobuf). Unset endpoint = tracing off, no cost."""
+
+    endpoint: str = Field(
+        "",
+        description="OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces (a bare base URL gets /v1/traces).",
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Fraction of new traces sampled; an incoming traceparent's decision wins."
+    )
+    headers: Secret = Field(
+        SecretStr(""),
+        description="Extra export headers, comma-separated key=value pairs (often an API key): a secret.",
+    )
+    timeout: Duration = Field(10.0, gt=0, description="Timeout of one export request.")
+    queue_size: int = Field(
+        2048, ge=1, description="Finished spans waiting for export; beyond it spans are dropped and counted."
+    )
+    batch_size: int = Field(512, ge=1, description="Most spans sent in one export request.")
+    batch_delay: Duration = Field(1.0, gt=0, description="Longest a finished span waits before it is exported.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _traces_path(cls, value: str) -> str:
+        if not value:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest.split("/", 1)[0]:
+            raise ValueError("must be an http(s) URL like http://host:4318/v1/traces")
+        return value if "/" in rest.strip("/") else value.rstrip("/") + "/v1/traces"
+
+    @field_validator("headers")
+    @classmethod
+    def _pairs(cls, value: SecretStr) -> SecretStr:
+        for item in filter(None, (i.strip() for i in value.get_secret_value().split(","))):
+            if "=" not in item or not item.split("=", 1)[0].strip():
+                raise ValueError("must be comma-separated key=value pairs")
+        return value
+
+
+class RosterSettings(Group):
+    """Registration of this instance with a registry: the roster worker and the Consul check it asks for."""
+
+    registry: Literal["none", "consul", "etcd"] = Field(
+        "none",
+        description="Registry this instance registers with: Consul agent API (STATOR_CONSUL_*), etcd (STATOR_ETCD_*),"
+        " or none.",
+        json_schema_extra={"env": "STATOR_REGISTRY"},
+    )
+    interval: Duration = Field(
+        30.0,
+        gt=0,
+        description="True-up period: check the registration is still there and re-register when the registry lost it.",
+    )
+    check: Literal["http", "ttl"] = Field(
+        "http",
+        description="Consul health check: 'http' (Consul probes /-/ready) or 'ttl' (the roster reports readiness"
+        " as a heartbeat and re-registers when Consul answers 404).",
+    )
+    check_interval: Duration = Field(10.0, gt=0, description="How often Consul probes /-/ready (check=http).")
+    check_timeout: Duration = Field(5.0, gt=0, description="Timeout of one Consul probe of /-/ready (check=http).")
+    ttl: Duration = Field(
+        30.0, gt=0, description="TTL of the Consul check (check=ttl); the roster heartbeats every third of it."
+    )
+    deregister_critical_after: Duration = Field(
+        600.0,
+        description="Consul drops the instance once its check stayed critical this long (Consul floors it at 1m);"
+        " 0 = never. Cleans up after a crash that skipped deregistration.",
+    )
+    deregister_timeout: Duration = Field(
+        5.0,
+        gt=0,
+        description="Time allowed for deregistration at shutdown (retried within it; counted in"
+        " STATOR_SHUTDOWN_TIMEOUT).",
+    )
+    retry_initial: Duration = Field(
+        1.0, gt=0, description="First delay after a failed registry call (then doubled up to retry_max, jittered)."
+    )
+    retry_max: Duration = Field(30.0, gt=0, description="Cap of the delay between failed registry calls.")
+
+
 class Settings(Group):
     """All settings of a stator service."""
 
-    service: ServiceSettings = Field(default_factory=ServiceSettings)  # type: ignore[arg-type]
-    http: HTTPSettings = Field(default_factory=HTTPSettings)  # type: ignore[arg-type]
-    ops: OpsSettings = Field(default_factory=OpsSettings)  # type: ignore[arg-type]
-    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
-    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)  # type: ignore[arg-type]
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
-    disk: DiskSettings = Field(default_factory=DiskSettings)  # type: ignore[arg-type]
-    wave: WaveSettings = Field(default_factory=WaveSettings)  # type: ignore[arg-type]
+    service: ServiceSettings = ServiceSettings()
+    http: HTTPSettings = HTTPSettings()
+    ops: OpsSettings = OpsSettings()
+    log: LogSettings = LogSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    disk: DiskSettings = DiskSettings()
+    wave: WaveSettings = WaveSettings()
     consul: ConsulSettings = ConsulSettings()
     etcd: EtcdSettings = EtcdSettings()
     discover: DiscoverSettings = DiscoverSettings()
+    roster: RosterSettings = RosterSettings()
+    otlp: OTLPSettings = OTLPSettings()

@@ -29,7 +29,10 @@ CLIENT_CLOSED = 499
 class RequestTracer(Protocol):
     """What the middleware needs from tracing (the tracing module provides it; absent means tracing off)."""
 
-    def start(self, scope: Scope, method: str, request_id: str) -> Any: ...
+    def start(
+        self, scope: Scope, method: str, traceparent: bytes | None, tracestate: bytes | None, request_id: str
+    ) -> tuple[Any, dict[str, str]]:
+        """Start the server span; return its handle and the log fields (trace_id, span_id)."""
 
     def finish(self, span: Any, route: str, status: int, exc: BaseException | None) -> dict[str, str] | None:
         """End the span; return the exemplar labels (trace_id, span_id) when the span was sampled."""
@@ -93,6 +96,7 @@ class ObservabilityMiddleware:
         request_id = None
         user_agent = b""
         content_length = None
+        traceparent = tracestate = None
         for key, value in scope["headers"]:
             if key == header:
                 request_id = value.decode("latin-1")
@@ -100,12 +104,21 @@ class ObservabilityMiddleware:
                 user_agent = value
             elif key == b"content-length":
                 content_length = value
+            elif key == b"traceparent":
+                traceparent = value
+            elif key == b"tracestate":
+                tracestate = value
         if request_id is None or VALID_REQUEST_ID.fullmatch(request_id) is None:
             request_id = self.ids.new()
         rid_header = (self.header_out, request_id.encode("latin-1"))
 
-        token = _fields.set({**_fields.get(), "request_id": request_id})
-        span = self.tracer.start(scope, method, request_id) if self.tracer is not None else None
+        tracer = self.tracer
+        if tracer is not None:
+            span, trace_fields = tracer.start(scope, method, traceparent, tracestate, request_id)
+            token = _fields.set({**_fields.get(), "request_id": request_id, **trace_fields})
+        else:
+            span = None
+            token = _fields.set({**_fields.get(), "request_id": request_id})
         record_metrics = self.instrument_ops or not is_ops
         if record_metrics:
             self.metrics.in_flight.inc()
@@ -167,7 +180,7 @@ class ObservabilityMiddleware:
             elif status == 0:
                 status = 500  # the app returned without responding
             route = self.route_resolver(scope) if self.route_resolver is not None else routes.template(scope)
-            exemplar = self.tracer.finish(span, route, status, error) if self.tracer is not None else None
+            exemplar = tracer.finish(span, route, status, error) if tracer is not None else None
             if not request_bytes and content_length is not None and content_length.isdigit():
                 request_bytes = int(content_length)  # the app did not read the body: trust the declared size
             if record_metrics:
