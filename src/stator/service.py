@@ -30,7 +30,7 @@ from stator.config import Settings, load_settings, redacted_dump
 from stator.health import Check, Readiness
 from stator.http.asgi import ASGIApp, Scope
 from stator.http.middleware import RequestTracer
-from stator.http.red import HttpMetrics
+from stator.http.red import RedMetrics
 from stator.ids import short_id
 from stator.lifecycle.loopmonitor import LoopMonitor
 from stator.lifecycle.worker import PreDrain, Worker, WorkerState, supervise
@@ -80,7 +80,8 @@ class Service:
             loop_monitor=self.loop_monitor,
         )
         self.metrics: CollectorRegistry = self._metrics.registry
-        self.http_metrics = HttpMetrics(self.metrics, self.settings.http.buckets, self.settings.http.max_label_sets)
+        self.http_metrics = RedMetrics(self.settings.http.buckets, self.settings.http.max_label_sets)
+        self.metrics.register(self.http_metrics)
         self.route_resolver = route_resolver
         self.tracing: Tracing | None = None
         if tracer is None and self.settings.otlp.endpoint:

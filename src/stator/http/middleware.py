@@ -18,10 +18,11 @@ import orjson
 
 from stator.http import routes
 from stator.http.asgi import ASGIApp, Message, Receive, Scope, Send
-from stator.http.red import HttpMetrics, method_label
+from stator.http.red import RedMetrics, method_label
 from stator.logs import Logger
 from stator.logs.context import _fields
 
+_LOW62 = (1 << 62) - 1
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 CLIENT_CLOSED = 499
 
@@ -46,9 +47,10 @@ class _RequestIds:
         self._rand = random.Random()
 
     def new(self) -> str:
-        ms = time.time_ns() // 1_000_000
         r = self._rand.getrandbits(74)
-        h = f"{ms & 0xFFFFFFFFFFFF:012x}7{r >> 62:03x}{0x8000 | (r >> 48) & 0x3FFF:04x}{r & 0xFFFFFFFFFFFF:012x}"
+        # 48-bit ms timestamp | version 7 | 12 random bits | variant 0b10 | 62 random bits (RFC 9562)
+        value = (time.time_ns() // 1_000_000) << 80 | 0x7000 << 64 | (r >> 62) << 64 | 0x2 << 62 | (r & _LOW62)
+        h = f"{value:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -58,7 +60,7 @@ class ObservabilityMiddleware:
         app: ASGIApp,
         *,
         logger: Logger,
-        metrics: HttpMetrics,
+        metrics: RedMetrics,
         ops_paths: Collection[str] = (),
         request_id_header: str = "X-Request-ID",
         slow: float = 1.0,
@@ -121,7 +123,7 @@ class ObservabilityMiddleware:
             token = _fields.set({**_fields.get(), "request_id": request_id})
         record_metrics = self.instrument_ops or not is_ops
         if record_metrics:
-            self.metrics.in_flight.inc()
+            self.metrics.in_flight += 1
 
         status = 0
         response_bytes = 0
@@ -184,7 +186,7 @@ class ObservabilityMiddleware:
             if not request_bytes and content_length is not None and content_length.isdigit():
                 request_bytes = int(content_length)  # the app did not read the body: trust the declared size
             if record_metrics:
-                self.metrics.in_flight.dec()
+                self.metrics.in_flight -= 1
                 self.metrics.record(
                     method_label(method), route, status, duration, request_bytes, response_bytes, exemplar
                 )
