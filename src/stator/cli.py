@@ -51,9 +51,11 @@ def cmd_run(argv: Sequence[str]) -> int:
         return 0
 
     from stator.app.reference import create_app
+    from stator.roster import setup_registration
     from stator.service import Service
 
     service = Service(settings, app=create_app())
+    setup_registration(service)  # STATOR_REGISTRY=consul|etcd: the roster worker (docs/registration.md)
     for name in unknown_variables(os.environ):
         service.logger.warning("unknown setting ignored", variable=name)
     return service.run()
@@ -66,9 +68,16 @@ def cmd_registry(argv: Sequence[str]) -> int:
     return code
 
 
+def cmd_demo(argv: Sequence[str]) -> int:
+    from stator.demo import main as demo_main
+
+    return demo_main(list(argv))
+
+
 COMMANDS = {
     "run": (cmd_run, "serve the reference service (stator run -h lists every setting)"),
     "registry": (cmd_registry, "run the Consul-compatible dev registry (stator registry -h)"),
+    "demo": (cmd_demo, "dev registry + three registered instances (+ Prometheus if installed) (stator demo -h)"),
 }
 
 

@@ -1,0 +1,103 @@
+"""Wiring registration into a :class:`~stator.service.Service` from its settings (``STATOR_REGISTRY`` and friends)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stator.client import consul_client, etcd_client
+from stator.http.ops import READY
+from stator.roster.address import advertised_address
+from stator.roster.consul import ConsulRegistrar
+from stator.roster.etcd import EtcdRegistrar
+from stator.roster.roster import Instance, Registrar, Roster
+
+if TYPE_CHECKING:
+    from stator.service import Service
+
+
+def build_registrar(service: Service) -> Registrar | None:
+    """The registrar ``STATOR_REGISTRY`` selects, with its client built from the shared settings groups."""
+    settings = service.settings
+    roster = settings.roster
+    redact = settings.log.redact_keys
+    header = settings.http.request_id_header
+    if roster.registry == "consul":
+        return ConsulRegistrar(
+            consul_client(settings.consul, service.logger, redact=redact, request_id_header=header),
+            check=roster.check,
+            check_interval=roster.check_interval,
+            check_timeout=roster.check_timeout,
+            ttl=roster.ttl,
+            deregister_critical_after=roster.deregister_critical_after,
+        )
+    if roster.registry == "etcd":
+        etcd = settings.etcd
+        # A call slower than a third of the TTL would let the lease lapse while we wait for it: give up sooner.
+        timeout = max(1.0, min(10.0, etcd.ttl / 3))
+        return EtcdRegistrar(
+            etcd_client(etcd, service.logger, timeout=timeout, redact=redact, request_id_header=header),
+            prefix=etcd.prefix,
+            ttl=etcd.ttl,
+        )
+    return None
+
+
+def describe_instance(service: Service) -> Instance | None:
+    """This instance as the registry should see it; None until the HTTP server listens."""
+    settings = service.settings
+    bound = service.address
+    if bound is None:
+        # Served by an outside ASGI server (``uvicorn module:app``): the configured port is all we know.
+        if service.serving or not settings.http.port:
+            return None
+        bound = (settings.http.host, settings.http.port)
+    address = advertised_address(settings.service.address, bound[0])
+    port = bound[1]
+    ops_port = port
+    meta = {"version": service.version, "run_id": service.run_id, "metrics_path": settings.metrics.path}
+    if settings.ops.port is not None:
+        if service.ops_address is None and service.serving:
+            return None
+        ops_port = service.ops_address[1] if service.ops_address else settings.ops.port
+        # /metrics and /-/ready are on the ops port: Prometheus relabels __address__ with this.
+        meta["metrics_port"] = str(ops_port)
+    host = f"[{address}]" if ":" in address else address
+    return Instance(
+        id=service.instance_id,
+        name=settings.service.name,
+        address=address,
+        port=port,
+        tags=tuple(settings.service.tags),
+        meta=meta,
+        health_url=f"http://{host}:{ops_port}{READY}",
+    )
+
+
+async def _readiness(service: Service) -> tuple[bool, str]:
+    report = await service.readiness.evaluate()
+    if report.ready:
+        return True, "ready"
+    failed = [f"{c.name}: {c.error}" for c in report.checks if not c.ok]
+    return False, "; ".join([report.reason or "not ready", *failed])
+
+
+def setup_registration(service: Service) -> Roster | None:
+    """Add the roster worker and its /monitor section to ``service`` if ``STATOR_REGISTRY`` asks for one."""
+    registrar = build_registrar(service)
+    if registrar is None:
+        return None
+    settings = service.settings.roster
+    roster = Roster(
+        registrar,
+        lambda: describe_instance(service),
+        lambda: _readiness(service),
+        service.logger,
+        service.metrics,
+        interval=settings.interval,
+        retry_initial=settings.retry_initial,
+        retry_max=settings.retry_max,
+        deregister_timeout=settings.deregister_timeout,
+    )
+    service.add_worker(roster)
+    service.add_monitor_section("registration", roster.snapshot)
+    return roster
