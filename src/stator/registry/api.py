@@ -393,9 +393,12 @@ class RegistryApp:
                 index = max(index, 1)
                 if index > opts.index or self.state.shutting_down:
                     break
-        finally:
+        except BaseException:
             if disconnect is not None and not disconnect.done():
                 disconnect.cancel()
+            raise
+        # On success the disconnect watcher is left to finish by itself: uvicorn's receive() returns
+        # http.disconnect as soon as the response is complete, which costs less than cancelling a task.
         return index, result
 
     # ------------------------------------------------------------------------------------------ agent
@@ -430,6 +433,8 @@ class RegistryApp:
             "build": {"version": CONSUL_VERSION, "revision": "stator-dev-registry", "prerelease": ""},
             "kv": {"keys": str(s.kv_count())},
             "raft": {"applied_index": str(s.index), "state": "Leader"},
+            # Not in Consul: parked blocking queries, for benchmarks and operators of the dev registry.
+            "stator": {"blocked_queries": str(s.waiter_count())},
         }
         body = {
             "Config": config,
@@ -628,7 +633,9 @@ class RegistryApp:
             headers.append((b"content-type", b"text/plain"))
             headers.append((b"x-content-type-options", b"nosniff"))
             return Response(200, entry.value or b"", headers)
-        return self._json(req, [entry.to_json()], headers)
+        if req.has("pretty"):
+            return self._json(req, [entry.to_json()], headers)
+        return Response(200, entry.body(), [_JSON, *headers])
 
     async def _kv_keys(self, req: Request, opts: QueryOptions, prefix: str) -> Response:
         sep = ""

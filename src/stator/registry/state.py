@@ -53,6 +53,13 @@ class KVEntry:
     lock_index: int = 0
     session: str = ""
     _json: JSON | None = field(default=None, repr=False, compare=False)
+    _body: bytes | None = field(default=None, repr=False, compare=False)
+
+    def body(self) -> bytes:
+        """``[entry]`` encoded, cached: what a plain ``GET /v1/kv/<key>`` answers."""
+        if self._body is None:
+            self._body = orjson.dumps([self.to_json()])
+        return self._body
 
     def to_json(self) -> JSON:
         # Entries are replaced, never mutated, so the encoded form can be cached: a thousand watchers woken by

@@ -78,13 +78,12 @@ def parse_duration(text: str) -> int:
         s = s[1:]
     if s == "0":
         return 0
-    invalid = GoError("time: invalid duration " + go_quote(orig))
     if not s:
-        raise invalid
+        raise _invalid_duration(orig)
     total = 0
     while s:
         if not (s[0] == "." or "0" <= s[0] <= "9"):
-            raise invalid
+            raise _invalid_duration(orig)
         # Leading integer part.
         i = 0
         while i < len(s) and "0" <= s[i] <= "9":
@@ -92,7 +91,7 @@ def parse_duration(text: str) -> int:
         pre = i > 0
         whole = int(s[:i]) if pre else 0
         if whole > _MAX_INT64:
-            raise invalid
+            raise _invalid_duration(orig)
         s = s[i:]
         # Optional fraction: Go keeps the digits that fit and ignores the rest (precision, not an error).
         frac_digits = ""
@@ -106,7 +105,7 @@ def parse_duration(text: str) -> int:
             frac_digits = s[:j]
             s = s[j:]
         if not pre and not post:
-            raise invalid
+            raise _invalid_duration(orig)
         # Unit: everything up to the next digit or dot.
         k = 0
         while k < len(s) and not (s[k] == "." or "0" <= s[k] <= "9"):
@@ -119,21 +118,25 @@ def parse_duration(text: str) -> int:
         if unit is None:
             raise GoError("time: unknown unit " + go_quote(unit_text) + " in duration " + go_quote(orig))
         if whole > (1 << 63) // unit:
-            raise invalid
+            raise _invalid_duration(orig)
         value = whole * unit
         if frac_digits:
             frac_digits = frac_digits[:18]
             value += int(int(frac_digits) * (unit / 10 ** len(frac_digits)))
             if value > 1 << 63:
-                raise invalid
+                raise _invalid_duration(orig)
         total += value
         if total > 1 << 63:
-            raise invalid
+            raise _invalid_duration(orig)
     if neg:
         return -total
     if total > _MAX_INT64:
-        raise invalid
+        raise _invalid_duration(orig)
     return total
+
+
+def _invalid_duration(orig: str) -> GoError:
+    return GoError("time: invalid duration " + go_quote(orig))
 
 
 def duration_string(ns: int) -> str:
@@ -269,6 +272,8 @@ def query_encode(values: dict[str, list[str]]) -> str:
 
 def clean_path(path: str) -> str:
     """``path.Clean`` plus ServeMux's rule of keeping a trailing slash: what Go's mux redirects to (301)."""
+    if path[:1] == "/" and "//" not in path and "/." not in path:
+        return path  # already clean: the common case, answered without splitting
     if path == "":
         return "/"
     if path[0] != "/":
