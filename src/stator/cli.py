@@ -50,12 +50,17 @@ def cmd_run(argv: Sequence[str]) -> int:
         sys.stdout.write(orjson.dumps(redacted_dump(settings), option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
 
+    from starlette.routing import Route
+
     from stator.app.reference import create_app
+    from stator.discover import ServicesEndpoint, setup_discovery
     from stator.roster import setup_registration
     from stator.service import Service
 
-    service = Service(settings, app=create_app())
+    services = ServicesEndpoint()  # GET /services; the watcher is attached once the Service exists
+    service = Service(settings, app=create_app(extra_routes=[Route("/services", services)]))
     setup_registration(service)  # STATOR_REGISTRY=consul|etcd: the roster worker (docs/registration.md)
+    services.attach(setup_discovery(service))  # STATOR_DISCOVER_SOURCE=consul|etcd|file (docs/discovery.md)
     for name in unknown_variables(os.environ):
         service.logger.warning("unknown setting ignored", variable=name)
     return service.run()
