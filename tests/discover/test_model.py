@@ -9,7 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stator.discover import Capability, InvalidDocument, ServiceEntry, decode_services, encode_services
+from stator.discover import (
+    EXAMPLE_DOCUMENT,
+    Capability,
+    InvalidDocument,
+    ServiceEntry,
+    decode_services,
+    encode_services,
+)
 
 SEED_DOC = b"""[
   {"uri": "http://pool04.boxworld.org/api/v2", "capabilities": [{"name": "resize", "capacity": 23}]},
@@ -30,6 +37,11 @@ def test_services_object_form_and_round_trip() -> None:
     services = decode_services(SEED_DOC)
     assert decode_services(orjson.dumps({"services": orjson.loads(SEED_DOC), "version": 3})) == services
     assert decode_services(encode_services(services)) == services
+
+
+def test_example_document_is_valid() -> None:
+    services = decode_services(orjson.dumps(EXAMPLE_DOCUMENT))
+    assert len(services) == 3 and services[2].capacity("thumbnail") == 200
 
 
 def test_unknown_keys_are_ignored() -> None:

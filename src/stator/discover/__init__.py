@@ -10,12 +10,20 @@ from stator.discover.etcd import EtcdPoller
 from stator.discover.file import FilePoller
 from stator.discover.http import ServicesEndpoint
 from stator.discover.limiter import TokenBucket
-from stator.discover.model import Capability, InvalidDocument, ServiceEntry, decode_services, encode_services
+from stator.discover.model import (
+    EXAMPLE_DOCUMENT,
+    Capability,
+    InvalidDocument,
+    ServiceEntry,
+    decode_services,
+    encode_services,
+)
 from stator.discover.poller import POLL_REASONS, Poller, PollError, PollResult
 from stator.discover.setup import build_poller, setup_discovery
 from stator.discover.worker import Discover, Snapshot
 
 __all__ = [
+    "EXAMPLE_DOCUMENT",
     "POLL_REASONS",
     "Capability",
     "ConsulKVPoller",

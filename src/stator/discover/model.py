@@ -35,6 +35,17 @@ _HOST = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
+# The document the demo seeds (``make demo``) and the docs show: the seed blog post's photo resizers.
+EXAMPLE_DOCUMENT: Final = (
+    {"uri": "http://pool04.boxworld.org/api/v2", "capabilities": [{"name": "resize", "capacity": 23}]},
+    {"uri": "http://pool07.boxworld.org/api/v2", "capabilities": [{"name": "resize", "capacity": 12}]},
+    {
+        "uri": "https://thumbs.boxworld.org:8443/api/v1",
+        "capabilities": [{"name": "resize", "capacity": 40}, {"name": "thumbnail", "capacity": 200}],
+    },
+)
+
+
 class InvalidDocument(ValueError):
     """A services document that cannot be used. ``kind`` is ``empty``, ``json`` or ``schema``."""
 
