@@ -68,6 +68,10 @@ async def test_services_answer_and_long_poll() -> None:
             changed = (await asyncio.wait_for(held, 5)).json()
             assert changed["version"] == 2 and changed["services"][0]["capabilities"][0]["capacity"] == 2
 
+            # A version from before a restart (ahead of ours): answered at once, not held.
+            ahead = await asyncio.wait_for(client.get("/services", params={"after": 99, "wait": "10s"}), 1)
+            assert ahead.json()["version"] == 2
+
             # wait runs out: the unchanged answer.
             timed_out = await client.get("/services", params={"after": 2, "wait": "50ms"})
             assert timed_out.json()["version"] == 2

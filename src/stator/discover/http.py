@@ -10,7 +10,8 @@ Answer (``application/json``)::
      "state": "ok"}                  # waiting | ok | missing
 
 ``?after=<version>&wait=<duration>`` holds the request until the version passes ``after`` or ``wait`` (default
-30s, at most 5m) runs out — the same blocking-query idea as Consul's, for anything downstream of this service.
+30s, at most 5m) runs out; an ``after`` other than the current version answers at once (a version from before
+this process restarted included) — the same blocking-query idea as Consul's, for anything downstream of this service.
 The version is also in the ``X-Stator-Version`` header. A long-poll ends at once when the service starts
 shutting down, and when the client goes away.
 """
@@ -63,7 +64,9 @@ class ServicesEndpoint:
             except ValueError as exc:
                 await send_json(send, 400, {"error": str(exc)})
                 return
-            if self.discover is not None and after >= snap.version:
+            # Only a client at the current version waits: an `after` from the future comes from before a
+            # restart of this process (versions start over), and must not be left hanging for the whole wait.
+            if self.discover is not None and after == snap.version:
                 snap = await self._wait_change(self.discover, after, wait, receive)
         headers = [(b"x-stator-version", str(snap.version).encode()), (b"cache-control", b"no-store")]
         await send_bytes(send, 200, snap.body, headers=headers, head=method == "HEAD")
