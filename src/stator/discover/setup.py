@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from stator.client import consul_client, etcd_client
 from stator.config.settings import Settings
@@ -12,21 +13,23 @@ from stator.discover.file import FilePoller
 from stator.discover.limiter import TokenBucket
 from stator.discover.poller import Poller
 from stator.discover.worker import Discover
-from stator.logs import Logger
 
 if TYPE_CHECKING:
     from stator.service import Service
 
 
-def build_poller(settings: Settings, logger: Logger | None = None) -> Poller | None:
-    """The poller ``settings.discover`` describes (None for ``source=none``)."""
+def build_poller(settings: Settings, client_options: Mapping[str, Any] | None = None) -> Poller | None:
+    """The poller ``settings.discover`` describes (None for ``source=none``).
+
+    ``client_options`` are the project HTTP client's keyword arguments that make it the service's (logger,
+    redaction, request-id header, tracing hook): :meth:`Service.client_options`.
+    """
     d = settings.discover
-    redact = settings.log.redact_keys
-    rid_header = settings.http.request_id_header
+    options = dict(client_options or {})
     if d.source == "consul":
         return ConsulKVPoller(
             # A fresh client per worker run: closed at shutdown (or restart), created again on the next poll.
-            lambda: consul_client(settings.consul, logger, redact=redact, request_id_header=rid_header),
+            lambda: consul_client(settings.consul, **options),
             d.key,
             wait=d.wait,
             limiter=TokenBucket(d.limit_burst, d.limit_interval),
@@ -35,7 +38,7 @@ def build_poller(settings: Settings, logger: Logger | None = None) -> Poller | N
         )
     if d.source == "etcd":
         return EtcdPoller(
-            lambda: etcd_client(settings.etcd, logger, redact=redact, request_id_header=rid_header),
+            lambda: etcd_client(settings.etcd, **options),
             d.key,
             wait=d.wait,
             max_bytes=d.max_bytes,
@@ -53,7 +56,7 @@ def setup_discovery(service: Service) -> Discover | None:
     ``STATOR_DISCOVER_SOURCE=none``.
     """
     settings = service.settings
-    poller = build_poller(settings, service.logger)
+    poller = build_poller(settings, service.client_options())
     if poller is None:
         return None
     discover = Discover(
