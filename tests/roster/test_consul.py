@@ -187,6 +187,18 @@ async def test_presence_refuses_answers_that_are_not_presence(status: int, body:
         await registrar.present(INSTANCE)
 
 
+async def test_ttl_update_on_a_check_that_lost_its_ttl_reregisters() -> None:
+    # Someone re-registered the ID with an HTTP check: Consul answers 500 "does not have associated TTL".
+    body = b'CheckID "service:svc-abc1234" does not have associated TTL'
+    transport = httpx.MockTransport(lambda request: httpx.Response(500, content=body))
+    registrar = ConsulRegistrar(HTTPClient("http://consul", transport=transport), check="ttl")
+    assert not await registrar.heartbeat(INSTANCE, True, "ready")
+    other = httpx.MockTransport(lambda request: httpx.Response(500, content=b"rpc error"))
+    registrar = ConsulRegistrar(HTTPClient("http://consul", transport=other), check="ttl")
+    with pytest.raises(UnexpectedStatus):
+        await registrar.heartbeat(INSTANCE, True, "ready")
+
+
 async def test_register_failure_carries_status_and_body() -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(400, content=b"Invalid service address"))
     registrar = ConsulRegistrar(HTTPClient("http://consul", transport=transport))

@@ -3,6 +3,7 @@ of it cleanly, the instances deregistering first. Plus the pieces that feed Prom
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from tests.conftest import ServiceProcess
 from tests.externals import require_tool
 from tests.registry.conftest import RegistryThread
 
-from .conftest import free_port
+from .conftest import free_port, wait_until
 
 
 def wait_text(proc: ServiceProcess, text: str, timeout: float) -> str:
@@ -36,7 +37,9 @@ def wait_text(proc: ServiceProcess, text: str, timeout: float) -> str:
 
 def test_demo_runs_registry_and_three_passing_instances_and_stops_on_sigterm(spawn: Any) -> None:
     port = free_port()
-    args = ["--registry-port", str(port), "--base-port", "0", "--no-prometheus"]
+    args = ["--registry-port", str(port), "--base-port", "0"]
+    prometheus = f"127.0.0.1:{free_port()}" if shutil.which("prometheus") else None
+    args += ["--prometheus", prometheus] if prometheus else ["--no-prometheus"]
     demo = spawn([sys.executable, "-m", "stator", "demo", *args])
     wait_text(demo, "stator demo ready: 3 of 3 instances passing", timeout=60)
 
@@ -48,6 +51,9 @@ def test_demo_runs_registry_and_three_passing_instances_and_stops_on_sigterm(spa
     for address, instance_port in instances:
         assert httpx.get(f"http://{address}:{instance_port}/-/ready", timeout=5).status_code == 200
     assert all(e["Service"]["Tags"] == ["metrics"] for e in entries)
+    if prometheus:  # Prometheus (via consul_sd, or file_sd fed by the demo) knows all three instances
+        ids = {e["Service"]["ID"] for e in entries}
+        wait_until(lambda: _prometheus_instance_ids(prometheus) == ids, 30, "3 Prometheus targets")
 
     demo.signal()
     assert demo.wait(60) == 0
@@ -56,6 +62,14 @@ def test_demo_runs_registry_and_three_passing_instances_and_stops_on_sigterm(spa
     for url in [registry, *(f"http://{a}:{p}" for a, p in instances)]:
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, timeout=2)
+
+
+def _prometheus_instance_ids(address: str) -> set[str]:
+    try:
+        data = httpx.get(f"http://{address}/api/v1/targets", params={"state": "active"}, timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return set()
+    return {t["labels"].get("instance_id", "") for t in data["data"]["activeTargets"]}
 
 
 def test_file_sd_targets_label_like_consul_sd(registry: RegistryThread) -> None:

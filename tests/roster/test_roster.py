@@ -234,3 +234,27 @@ async def test_snapshot_shows_the_registration(harness: Callable[..., Harness]) 
     assert snap["failures"] == 0
     assert snap["interval_seconds"] == 0.05
     assert snap["next_call_in_seconds"] is not None
+
+
+async def test_no_call_starts_once_deregistration_began(harness: Callable[..., Harness]) -> None:
+    """Shutdown may begin while a heartbeat waits for readiness: that heartbeat must not be sent afterwards."""
+    registrar = FakeRegistrar(heartbeat_interval=0.02)
+    h = harness(registrar, interval=10.0)
+    gate = asyncio.Event()
+    waiting = asyncio.Event()
+
+    async def slow_readiness() -> tuple[bool, str]:
+        if INSTANCE.id in registrar.entries:  # registered: the heartbeat's readiness evaluation hangs
+            waiting.set()
+            await gate.wait()
+        return True, "ready"
+
+    h.roster.readiness = slow_readiness
+    h.start()
+    await asyncio.wait_for(waiting.wait(), 5)
+    await h.roster.before_drain()
+    calls = list(registrar.calls)
+    gate.set()
+    await asyncio.sleep(0.1)
+    assert registrar.calls == calls and calls[-1][0] == "deregister"
+    assert registrar.beats == []
