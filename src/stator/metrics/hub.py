@@ -4,19 +4,19 @@ Nothing is global: each :class:`ServiceMetrics` has its own :class:`MetricsRegis
 ``REGISTRY`` is never touched), so two services in one process export separate metrics.
 
 Scrapes never run on the event loop. prometheus_client's ``make_asgi_app`` calls ``generate_latest`` inline: with
-10k series every scrape stops the loop for the whole render (~100+ ms), and every request waits. Here a scrape
+10k series every scrape stops the loop for the whole render (~150 ms), and every request waits. Here a scrape
 hands the work to a thread:
 
 1. collect: every guarded collector starts at once in its own thread (see :mod:`stator.metrics.guard`), and the
    render thread waits at most one time budget for them;
-2. encode: prometheus_client's own encoders (text 0.0.4 or OpenMetrics 1.0.0, byte-for-byte what
-   ``generate_latest`` gives, exemplars included) over the registry, with this round's guarded results;
+2. encode: text 0.0.4 or OpenMetrics 1.0.0 with our own encoder (:mod:`stator.metrics.render`: the same bytes
+   as prometheus_client's, exemplars included, without triggering garbage collections and handing the GIL to
+   the loop every millisecond), or prometheus_client's (``STATOR_METRICS_RENDERER=prometheus_client``);
 3. compress, when the scraper accepts gzip (zlib releases the GIL while it works).
 
 Concurrent scrapes asking for the same representation share one render (single flight), so ten dashboards
-refreshing at once cost one render, not ten; scrapes asking for different formats share the collection. The
-thread still holds the GIL while it runs Python code, so the loop waits for it at most one switch interval
-(``sys.getswitchinterval()``, 5 ms) at a time — ``bench/bench_metrics.py`` measures what that means.
+refreshing at once cost one render, not ten; scrapes asking for different formats share the collection.
+``bench/bench_metrics.py`` measures render time and the loop stalls against prometheus_client.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class ServiceMetrics:
         self.registry.register(_StatsCollector(self.registry.guards))
         self._defaults_installed = False
         self._inflight: dict[tuple[Format, bool], asyncio.Future[bytes]] = {}
-        self._duplicate_log = LogLimiter()
+        self._scrape_log = LogLimiter()
         self._encoder_warned = False
 
     # -- collectors ----------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class ServiceMetrics:
         # Identity as ONE series (target_info, the OpenMetrics/OpenTelemetry convention), not as labels on every
         # series: run_id changes on each restart, and as a label it would start a new copy of every series
         # (new TSDB series, broken rate() across restarts, cardinality x restarts). Join it in when needed:
-        #   rate(x[5m]) * on(instance) group_left(run_id) target_info
+        #   rate(x[5m]) * on(job, instance) group_left(run_id) target_info
         self.registry.set_target_info({"app_id": self.app_id, "run_id": self.run_id})
 
     def workers(self) -> list[Worker]:
@@ -193,7 +193,7 @@ class ServiceMetrics:
                     for family in collector.collect():
                         encoder.family(family)
             except Exception as exc:  # an unguarded collector (a metric subclass) failed: skip it, not the scrape
-                suppressed = self._duplicate_log.allow(time.monotonic())
+                suppressed = self._scrape_log.allow(time.monotonic())
                 if suppressed is not None:
                     self.logger.error(
                         "metrics collection failed", exc=exc, collector=repr(collector), suppressed=suppressed
@@ -231,7 +231,7 @@ class ServiceMetrics:
         if guard is not None:
             guard.reject(detail)
             return
-        suppressed = self._duplicate_log.allow(time.monotonic())
+        suppressed = self._scrape_log.allow(time.monotonic())
         if suppressed is not None:
             self.logger.error("metric family dropped", family=family.name, detail=detail, suppressed=suppressed)
 
