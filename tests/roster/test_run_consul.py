@@ -115,10 +115,11 @@ def test_misbehaving_registry_is_retried_with_backoff_and_shutdown_keeps_its_dea
         # Bounded: backoff from 200 ms to a 1 s cap allows a handful per window; a tight loop would make hundreds.
         assert chaos.count(mode) <= 12, (mode, chaos.count(mode))
 
-    # Not flooded: the whole outage is one line (the rest are our four access-log lines and nothing else).
+    # Not flooded: the whole outage is one line. Besides it only our four access-log lines (and, on a machine
+    # loaded enough, a line from another part of the service - never one per failed call).
     during = [line.get("msg") for line in svc.lines[lines_before:]]
-    assert during.count("registry unreachable") == 1
-    assert [m for m in during if m not in ("request", "registry unreachable")] == []
+    assert [m for m in during if m in ROSTER_MSGS or "regist" in str(m)] == ["registry unreachable"]
+    assert len([m for m in during if m not in ("request", "slow request")]) <= 3, during
     assert agent_service(registry.url, sid) == 200  # it kept its registration all along
 
     chaos.set_mode("forward")

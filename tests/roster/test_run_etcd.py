@@ -101,9 +101,11 @@ def test_misbehaving_etcd_is_retried_with_backoff_and_shutdown_keeps_its_deadlin
         time.sleep(max(0.0, began + window - time.monotonic()))
         assert chaos.count(mode) <= 12, (mode, chaos.count(mode))
 
+    # Not flooded: the whole outage is one line. Besides it only our four access-log lines (and, on a machine
+    # loaded enough, a line from another part of the service - never one per failed call).
     during = [line.get("msg") for line in svc.lines[lines_before:]]
-    assert during.count("registry unreachable") == 1
-    assert [m for m in during if m not in ("request", "registry unreachable")] == []
+    assert [m for m in during if m in ROSTER_MSGS or "regist" in str(m)] == ["registry unreachable"]
+    assert len([m for m in during if m not in ("request", "slow request")]) <= 3, during
     assert etcd_value(etcd_server, key) is None  # 8 s without keepalives: etcd let the 3 s lease lapse
 
     # etcd answers again: the lease is gone, so the roster takes a new one and puts the key again.
