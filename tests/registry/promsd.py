@@ -122,9 +122,11 @@ class ConsulSD:
 
     def stop(self) -> None:
         self._stop.set()
-        for ev in self._watchers.values():
+        for ev in list(self._watchers.values()):
             ev.set()
-        self._http.close()
+        self._http.close()  # fails any call in flight, so the threads notice the stop at once
+        for t in self._threads:
+            t.join(5)
 
     def _run(self) -> None:
         while not self.datacenter and not self._stop.is_set():
@@ -215,10 +217,11 @@ class ConsulSD:
         return labels
 
     def _publish(self, source: str, targets: list[dict[str, str]]) -> None:
-        with self._lock:
+        if self._stop.is_set():
+            return
+        with self._lock:  # one writer at a time: the catalog and service watchers run in their own threads
             self.groups[source] = targets
-            snapshot = {k: list(v) for k, v in self.groups.items()}
-        self.on_update(snapshot)
+            self.on_update({k: list(v) for k, v in self.groups.items()})
 
 
 def file_sd_writer(path: Path) -> Callable[[dict[str, list[dict[str, str]]]], None]:

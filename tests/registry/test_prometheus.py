@@ -232,4 +232,6 @@ def test_37_38_consul_sd_port_real_scrape(
     catalog = [r for r in sd.requests if "/v1/catalog/services" in r]
     assert catalog[0].endswith("/v1/catalog/services?stale=&wait=120000ms")
     assert "?index=" in catalog[1] and catalog[1].endswith("&stale=&wait=120000ms")
-    assert any("/v1/health/service/demo?index=" in r for r in sd.requests)
+    health = [r for r in sd.requests if "/v1/health/service/demo?" in r]
+    assert health[0].endswith("/v1/health/service/demo?stale=&wait=120000ms")
+    assert all("?index=" in r for r in health[1:])

@@ -76,13 +76,15 @@ class RegistryServer(uvicorn.Server):
 
 
 class _CoalescingTransport:
-    """Joins a response's header write and body write into one ``send`` syscall.
+    """Sends everything written to a connection during one event-loop iteration as one ``send``, at the end of
+    that iteration.
 
-    uvicorn writes the status line and headers at ``http.response.start`` and the body at
-    ``http.response.body``: two syscalls per response. When one PUT releases a thousand parked queries those
-    syscalls dominate the wake-up, so a write is held back and sent together with the next one (the body, which
-    follows in the same loop iteration). A write with no successor (a bodiless answer) goes out at the end of
-    the iteration; ``close``/``write_eof`` flush first. Bytes and their order are unchanged.
+    Two effects, both measured with 1,000 parked queries released by one PUT (bench/bench_registry.py):
+    uvicorn writes a response's status line and headers, then its body, and these become a single syscall; and
+    all woken handlers run first, then their sends follow back to back. Back-to-back sends on loopback cost a
+    third of sends interleaved with Python work (~15 us instead of ~45 us each here: the receiving clients are
+    still awake instead of being woken for every response), which halves the wake-up p99. Bytes and their order
+    are unchanged; ``close``/``write_eof`` flush first; an idle connection's answer waits one loop iteration.
     """
 
     __slots__ = ("_held", "_loop", "_transport")
@@ -96,9 +98,8 @@ class _CoalescingTransport:
         if self._held is None:
             self._held = bytes(data)
             self._loop.call_soon(self._flush)
-            return
-        held, self._held = self._held, None
-        self._transport.write(held + bytes(data))
+        else:
+            self._held += data
 
     def writelines(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
