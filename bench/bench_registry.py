@@ -210,7 +210,8 @@ async def main() -> None:
     body = f"""
 Registry process: `python -m stator.registry.cli` (uvicorn + httptools + uvloop, one event loop); client: this
 process over loopback. {os.cpu_count()} CPUs shared by both (and by whatever else runs: 1-minute load average at
-start {load:.2f}; the wake-up is bound by per-response loopback `send` cost, so a busy machine shows directly).
+start {load:.2f}: the wake-up is per-response CPU work, ~30 us of Python, more than half of it in uvicorn's response
+path, then one loopback `send` each, so a busy machine shows directly).
 
 Wake-up: {WATCHERS} blocking `GET /v1/kv/bench/hot?index=N&wait=60s` parked, then one `PUT`; latency = PUT sent ->
 each watcher's complete response received. {ROUNDS} rounds after a warm-up ({len(samples)} samples).
