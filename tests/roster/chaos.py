@@ -68,10 +68,17 @@ class ChaosProxy:
                 self._server.close()
             for writer in list(self._writers):
                 writer.close()
+            # Connection handlers still running (a forward pipe, a hang) end here, not at interpreter exit.
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
 
         self._call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     # -- connection handling ---------------------------------------------------------------------------
 
@@ -94,7 +101,8 @@ class ChaosProxy:
                     return
                 self._seen(mode)
                 if mode == "hang":
-                    await asyncio.Event().wait()  # until the connection is dropped (mode switch, close)
+                    await reader.read()  # never answer; returns once the connection is dropped (mode switch, close)
+                    return
                 elif mode == "garbage":
                     writer.write(GARBAGE)
                     await writer.drain()

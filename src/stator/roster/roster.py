@@ -198,8 +198,7 @@ class Roster:
                 instance = await self._wait_until_ready()
                 if instance is None:
                     return await self._idle()
-                self.instance = instance
-                self._next_trueup = 0.0  # first step registers (the "true-up" of a fresh instance)
+                self.instance = instance  # kept for the life of the process: every call describes the same entry
             while not self._draining:
                 delay = await self._step(self.instance)
                 await self._sleep(delay)
