@@ -50,6 +50,8 @@ CONFIGS = ["bare", "peer", "stator", "peer_full", "stator_full"]
 ROUTES = {"hello": ("/hello", None), "items": ("/items/{id}", "items.lua")}
 TRACED = {"peer_full", "stator_full"}
 REFERENCE_US = {"peer": 102.0, "peer_full": 434.0}  # peer_overhead.md: B+D+E (52+19+31) and G on /hello
+# peer_overhead.md: bare Starlette µs per request on one saturated core (25827 and 24670 req/s)
+REFERENCE_BARE_US = {"hello": 1e6 / 25827, "items": 1e6 / 24670}
 GOALS_US = {"stator": 20.0, "stator_full": 50.0}
 PACKAGES = [
     "starlette",
@@ -402,13 +404,16 @@ def report(
                 cpu_medians[(cfg, route)] = statistics.median(r.cpu_us_per_req for r in runs)
     for route, (path, _) in ROUTES.items():
         lines.append(f"\n### {path}\n")
-        lines.append("| config | req/s | p99 ms | Δ vs bare | +µs/req | server CPU µs/req | +CPU µs/req | cores |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append(
+            "| config | req/s | p99 ms | Δ vs bare | +µs/req | server CPU µs/req | +CPU µs/req | per-core vs bare "
+            "| cores |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         bare = medians.get(("bare", route))
         bare_cpu = cpu_medians.get(("bare", route))
         for cfg in configs:
             if cfg in unavailable:
-                lines.append(f"| {cfg} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+                lines.append(f"| {cfg} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
                 continue
             runs = results.get(cfg, {}).get(route, [])
             if not runs:
@@ -416,15 +421,16 @@ def report(
             rps = medians[(cfg, route)]
             cpu = cpu_medians[(cfg, route)]
             if cfg == "bare" or bare is None or bare_cpu is None:
-                delta = plus = plus_cpu = "–"
+                delta = plus = plus_cpu = per_core = "–"
             else:
                 delta = f"{(rps / bare - 1) * 100:+.1f}%"
                 plus = f"+{added_us(rps, bare):.0f}"
                 plus_cpu = f"+{cpu - bare_cpu:.0f}"
+                per_core = f"{bare_cpu / cpu:.0%}"
             lines.append(
                 f"| {cfg} | {med_range([r.rps for r in runs], '.0f')} | "
                 f"{med_range([r.p99_ms for r in runs], '.2f')} | {delta} | {plus} | "
-                f"{med_range([r.cpu_us_per_req for r in runs], '.1f')} | {plus_cpu} | "
+                f"{med_range([r.cpu_us_per_req for r in runs], '.1f')} | {plus_cpu} | {per_core} | "
                 f"{med_range([r.cores for r in runs], '.2f')} |"
             )
 
@@ -462,13 +468,25 @@ def report(
     def fmt(d: dict[str, float], spec: str, suffix: str = "") -> str:
         return ", ".join(f"{ROUTES[r][0]} {format(v, spec)}{suffix}" for r, v in d.items())
 
+    def cpu_ratio(cfg: str) -> dict[str, float]:
+        return {
+            r: cpu_medians[(cfg, r)] / cpu_medians[("bare", r)]
+            for r in ROUTES
+            if (cfg, r) in cpu_medians and ("bare", r) in cpu_medians
+        }
+
     def cpu_added(cfg: str) -> str:
         d = {
             r: cpu_medians[(cfg, r)] - cpu_medians[("bare", r)]
             for r in ROUTES
             if (cfg, r) in cpu_medians and ("bare", r) in cpu_medians
         }
-        return fmt(d, "+.0f", " µs")
+        q = cpu_ratio(cfg)
+        scaled = {r: (v - 1) * REFERENCE_BARE_US[r] for r, v in q.items()}
+        return (
+            f"{fmt(d, '+.0f', ' µs')}; per core {fmt({r: 1 / v for r, v in q.items()}, '.0%')} of bare; "
+            f"scaled to the reference machine ≈ {fmt(scaled, '+.0f', ' µs')}"
+        )
 
     lines.append("\n### Goals\n")
     if "stator" in configs and added("stator"):
@@ -518,6 +536,14 @@ def report(
         lines.append(v)
         verdicts.append(v)
 
+    if ("bare", "hello") in cpu_medians:
+        lines.append(
+            "\nServer CPU figures in the goal lines: added CPU µs per request; per-core throughput relative to bare "
+            "(bare CPU/req ÷ config CPU/req); and that ratio applied to the reference machine's bare cost "
+            f"({fmt(REFERENCE_BARE_US, '.1f', ' µs')}), which assumes the slowdown of this run (bare costs "
+            f"{fmt({r: cpu_medians[('bare', r)] for r in ROUTES if ('bare', r) in cpu_medians}, '.0f', ' µs')} "
+            "here) applies evenly to every configuration."
+        )
     lines.append(
         "\n**Noise.** The machine has 2 cores and other work (test suites of other sessions) ran during this "
         f"benchmark: load average {load[0]} at the start, {load[1]} at the end. A busy CPU 0 shows as server "
@@ -709,9 +735,11 @@ def inproc_main(args: argparse.Namespace, configs: list[str], unavailable: dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="HTTP middleware overhead benchmark (see the module docstring).")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per route per run (default 10)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per route per run (default 10)")
     parser.add_argument("--cycles", type=int, default=3, help="interleaved cycles (default 3)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per server (default 3)")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="warm-up seconds per server (default 3; wrk takes whole seconds)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
     parser.add_argument("--server-cpu", type=int, default=0)
