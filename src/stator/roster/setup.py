@@ -19,11 +19,11 @@ def build_registrar(service: Service) -> Registrar | None:
     """The registrar ``STATOR_REGISTRY`` selects, with its client built from the shared settings groups."""
     settings = service.settings
     roster = settings.roster
-    redact = settings.log.redact_keys
-    header = settings.http.request_id_header
+    # The service's logger, redaction, request-id header and tracing hook: registry calls look like its others.
+    options = service.client_options()
     if roster.registry == "consul":
         return ConsulRegistrar(
-            consul_client(settings.consul, service.logger, redact=redact, request_id_header=header),
+            consul_client(settings.consul, **options),
             check=roster.check,
             check_interval=roster.check_interval,
             check_timeout=roster.check_timeout,
@@ -35,7 +35,7 @@ def build_registrar(service: Service) -> Registrar | None:
         # A call slower than a third of the TTL would let the lease lapse while we wait for it: give up sooner.
         timeout = max(1.0, min(10.0, etcd.ttl / 3))
         return EtcdRegistrar(
-            etcd_client(etcd, service.logger, timeout=timeout, redact=redact, request_id_header=header),
+            etcd_client(etcd, timeout=timeout, **options),
             prefix=etcd.prefix,
             ttl=etcd.ttl,
         )
