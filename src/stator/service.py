@@ -34,7 +34,7 @@ from stator.http.red import RedMetrics
 from stator.ids import short_id
 from stator.lifecycle.loopmonitor import LoopMonitor
 from stator.lifecycle.worker import PreDrain, Worker, WorkerState, supervise
-from stator.logs import Logger, stdlib
+from stator.logs import Logger, LoopBufferedSink, stdlib
 from stator.metrics import ServiceMetrics
 from stator.tracing import Tracing
 
@@ -59,14 +59,20 @@ class Service:
         self.run_id = short_id()
         self.instance_id = self.settings.service.id or f"{self.app_id}-{self.run_id}"
         log = self.settings.log
-        self.logger = logger or Logger(
-            app_id=self.app_id,
-            run_id=self.run_id,
-            level=log.level,
-            fmt=log.format,
-            maxlen=log.maxlen,
-            redact_keys=log.redact_keys,
-        )
+        self._log_sink: LoopBufferedSink | None = None
+        if logger is None:
+            self._log_sink = LoopBufferedSink(1)
+            logger = Logger(
+                app_id=self.app_id,
+                run_id=self.run_id,
+                level=log.level,
+                fmt=log.format,
+                maxlen=log.maxlen,
+                redact_keys=log.redact_keys,
+                sink=self._log_sink,
+                color=log.format == "console" and os.isatty(1),
+            )
+        self.logger = logger
         self.started_at = time.time()
         self.state: State = "new"
         self.readiness = Readiness(self.settings.ops.ready_timeout, self.settings.ops.ready_cache)
@@ -206,6 +212,8 @@ class Service:
         if self.state != "new":
             return
         self.state = "starting"
+        if self._log_sink is not None:
+            self._log_sink.bind(asyncio.get_running_loop())
         for worker, state in self._workers:
             self._spawn(worker, state)
         self.readiness.started = True
@@ -241,6 +249,8 @@ class Service:
             # After the drain, so the last requests' spans go out too; bounded by what is left of the deadline.
             await asyncio.to_thread(self.tracing.shutdown, max(0.5, deadline - time.monotonic()))
         self.state = "stopped"
+        if self._log_sink is not None:
+            self._log_sink.unbind()
 
     # -- serving -----------------------------------------------------------------------------------------
 
@@ -350,6 +360,7 @@ class Service:
             self.request_stop()
             return
         self.logger.error("second signal: forced exit", signal=name)
+        self.logger.flush()
         os._exit(128 + sig)
 
 

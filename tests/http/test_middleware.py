@@ -29,6 +29,11 @@ async def ok(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
+async def raw_ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"raw"})
+
+
 def starlette_app() -> Starlette:
     inner = Starlette(routes=[Route("/things/{thing_id}", ok), Route("/", ok)])
     deeper = Starlette(routes=[Mount("/v2", routes=[Route("/x/{x_id:int}", ok)])])
@@ -39,6 +44,8 @@ def starlette_app() -> Starlette:
             Mount("/sub", app=inner),
             Mount("/nested", app=deeper),
             Mount("/grouped", routes=[Route("/g/{g_id}", ok)]),
+            Mount("/raw", app=raw_ok),
+            Mount("/deep", routes=[Mount("/raw", app=raw_ok)]),
         ]
     )
 
@@ -52,6 +59,8 @@ def starlette_app() -> Starlette:
         ("/sub/", "GET", "/sub/", "200"),
         ("/nested/v2/x/5", "GET", "/nested/v2/x/{x_id}", "200"),
         ("/grouped/g/9", "GET", "/grouped/g/{g_id}", "200"),
+        ("/raw/anything/at/all", "GET", "/raw/{path}", "200"),
+        ("/deep/raw/x", "GET", "/deep/raw/{path}", "200"),
         ("/post-only", "GET", "/post-only", "405"),
         ("/nothing/here", "GET", "<unmatched>", "404"),
         ("/items/1", "FROB", "/items/{item_id}", "405"),
@@ -359,3 +368,14 @@ async def test_json_response_passthrough_headers_preserved() -> None:
         response = await client.get("/h")
     assert response.headers["x-custom"] == "yes"
     assert response.headers["x-request-id"]
+
+
+async def test_access_log_truncates_client_controlled_fields() -> None:
+    service, sink = make_service(starlette_app(), env={"STATOR_LOG_MAXLEN": "40"})
+    async with running(service) as client:
+        await client.get("/items/" + "x" * 100, headers={"User-Agent": "agent/" + "y" * 100})
+    line = next(x for x in log_lines(sink) if x["msg"] == "request")
+    assert line["path"].endswith("--truncated--")
+    assert len(line["path"]) == 40
+    assert line["user_agent"].endswith("--truncated--")
+    assert line["route"] == "/items/{item_id}"

@@ -23,6 +23,7 @@ from stator.logs import Logger
 from stator.logs.context import _fields
 
 _LOW62 = (1 << 62) - 1
+_CLIENT_CONTROLLED = ("path", "user_agent")  # access-line fields a client can make arbitrarily long
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 CLIENT_CLOSED = 499
 
@@ -45,13 +46,19 @@ class _RequestIds:
 
     def __init__(self) -> None:
         self._rand = random.Random()
+        self._ms = -1
+        self._prefix = ""
 
     def new(self) -> str:
+        ms = time.time_ns() // 1_000_000
+        if ms != self._ms:  # the 48-bit timestamp part changes at most once a millisecond: format it then
+            self._ms = ms
+            h = f"{ms & 0xFFFFFFFFFFFF:012x}"
+            self._prefix = f"{h[:8]}-{h[8:]}-7"
         r = self._rand.getrandbits(74)
-        # 48-bit ms timestamp | version 7 | 12 random bits | variant 0b10 | 62 random bits (RFC 9562)
-        value = (time.time_ns() // 1_000_000) << 80 | 0x7000 << 64 | (r >> 62) << 64 | 0x2 << 62 | (r & _LOW62)
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        # version 7 | 12 random bits | variant 0b10 | 62 random bits (RFC 9562)
+        tail = f"{(r >> 62) << 64 | 0x2 << 62 | (r & _LOW62):019x}"
+        return f"{self._prefix}{tail[:3]}-{tail[3:7]}-{tail[7:]}"
 
 
 class ObservabilityMiddleware:
@@ -162,7 +169,7 @@ class ObservabilityMiddleware:
                         complete = True
             await send(message)
 
-        scope = routes.RouteScope(scope)
+        entry_root_path = scope.get("root_path", "")
         error: BaseException | None = None
         try:
             await self.app(scope, receive_wrapper, send_wrapper)
@@ -181,7 +188,8 @@ class ObservabilityMiddleware:
                 status = CLIENT_CLOSED
             elif status == 0:
                 status = 500  # the app returned without responding
-            route = self.route_resolver(scope) if self.route_resolver is not None else routes.template(scope)
+            resolver = self.route_resolver
+            route = resolver(scope) if resolver is not None else routes.template(scope, entry_root_path)
             exemplar = tracer.finish(span, route, status, error) if tracer is not None else None
             if not request_bytes and content_length is not None and content_length.isdigit():
                 request_bytes = int(content_length)  # the app did not read the body: trust the declared size
@@ -208,9 +216,9 @@ class ObservabilityMiddleware:
                     "user_agent": user_agent.decode("latin-1"),
                 }
                 if duration >= self.slow:
-                    self.logger.log("warning", "slow request", fields)
+                    self.logger.log_trusted("warning", "slow request", fields, _CLIENT_CONTROLLED)
                 else:
-                    self.logger.log("info", "request", fields)
+                    self.logger.log_trusted("info", "request", fields, _CLIENT_CONTROLLED)
             _fields.reset(token)
         if error is not None and not isinstance(error, Exception):
             raise error  # cancellation and exit signals keep propagating

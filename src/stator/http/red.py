@@ -48,24 +48,42 @@ class _Histogram:
             self.exemplars[i] = (exemplar, value, time.time())
 
 
+class _Route:
+    """Everything recorded for one (method, route): one dict lookup per request reaches all of it."""
+
+    __slots__ = ("duration", "overflow", "request_size", "response_size", "statuses")
+
+    def __init__(self, n_duration: int, n_size: int, overflow: bool = False) -> None:
+        self.overflow = overflow
+        self.statuses: dict[int, int] = {}
+        self.duration = _Histogram(n_duration)
+        self.request_size = _Histogram(n_size)
+        self.response_size = _Histogram(n_size)
+
+
 class RedMetrics:
-    """The HTTP metrics of one service; register it on the service's registry as a collector."""
+    """The HTTP metrics of one service; register it on the service's registry as a collector.
+
+    The cap counts label sets per metric: (method, route) pairs for the histograms, (method, route, status) for
+    ``http_requests_total``. A request that would add a set beyond the cap is recorded under ``<overflow>``.
+    """
 
     def __init__(self, buckets: Sequence[float], max_label_sets: int) -> None:
         bounds = sorted(float(b) for b in buckets if not math.isinf(b))
         self.bounds = (*bounds, math.inf)
         self.size_bounds = (*SIZE_BUCKETS, math.inf)
         self.cap = max_label_sets
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.duration: dict[tuple[str, str], _Histogram] = {}
-        self.request_size: dict[tuple[str, str], _Histogram] = {}
-        self.response_size: dict[tuple[str, str], _Histogram] = {}
-        self.dropped = {
-            "http_requests_total": 0,
-            "http_request_duration_seconds": 0,
-            "http_request_size_bytes": 0,
-            "http_response_size_bytes": 0,
-        }
+        self.routes: dict[tuple[str, str], _Route] = {}
+        self.status_sets = 0
+        self.dropped = dict.fromkeys(
+            (
+                "http_requests_total",
+                "http_request_duration_seconds",
+                "http_request_size_bytes",
+                "http_response_size_bytes",
+            ),
+            0,
+        )
         self.in_flight = 0
 
     def record(
@@ -78,60 +96,74 @@ class RedMetrics:
         response_bytes: int,
         exemplar: dict[str, str] | None = None,
     ) -> None:
-        key3 = (method, route, str(status))
-        requests = self.requests
-        if key3 in requests:
-            requests[key3] += 1
-        else:
-            if len(requests) >= self.cap:
-                self.dropped["http_requests_total"] += 1
-                key3 = (method, OVERFLOW, key3[2])
-            requests[key3] = requests.get(key3, 0) + 1
-        key = (method, route)
-        self._hist(self.duration, "http_request_duration_seconds", key, len(self.bounds)).observe(
-            self.bounds, duration, exemplar
-        )
-        sb = self.size_bounds
-        self._hist(self.request_size, "http_request_size_bytes", key, len(sb)).observe(sb, request_bytes)
-        self._hist(self.response_size, "http_response_size_bytes", key, len(sb)).observe(sb, response_bytes)
+        entry = self.routes.get((method, route))
+        if entry is None:
+            entry = self._new_route(method, route)
+        if entry.overflow:
+            dropped = self.dropped
+            for name in dropped:
+                dropped[name] += 1
+        statuses = entry.statuses
+        if status in statuses:
+            statuses[status] += 1
+        elif entry.overflow or self.status_sets < self.cap:
+            self.status_sets += 1
+            statuses[status] = 1
+        else:  # the route is known but this status would be one label set too many for http_requests_total
+            self.dropped["http_requests_total"] += 1
+            overflow = self._overflow(method).statuses
+            overflow[status] = overflow.get(status, 0) + 1
+        entry.duration.observe(self.bounds, duration, exemplar)
+        entry.request_size.observe(self.size_bounds, request_bytes)
+        entry.response_size.observe(self.size_bounds, response_bytes)
 
-    def _hist(self, table: dict[tuple[str, str], _Histogram], name: str, key: tuple[str, str], n: int) -> _Histogram:
-        hist = table.get(key)
-        if hist is None:
-            if len(table) >= self.cap:
-                self.dropped[name] += 1
-                key = (key[0], OVERFLOW)
-                hist = table.get(key)
-                if hist is not None:
-                    return hist
-            hist = table[key] = _Histogram(n)
-        return hist
+    def _new_route(self, method: str, route: str) -> _Route:
+        if len(self.routes) >= self.cap:
+            return self._overflow(method)
+        entry = self.routes[(method, route)] = _Route(len(self.bounds), len(self.size_bounds))
+        return entry
+
+    def _overflow(self, method: str) -> _Route:
+        entry = self.routes.get((method, OVERFLOW))
+        if entry is None:  # the overflow set itself may exceed the cap by one per method
+            entry = self.routes[(method, OVERFLOW)] = _Route(len(self.bounds), len(self.size_bounds), overflow=True)
+        return entry
 
     # -- exposition (runs off the event loop) --------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
+        routes = list(self.routes.items())
         requests = CounterMetricFamily(
             "http_requests",
             "HTTP requests handled, by method, route template and status code.",
             labels=["method", "route", "status"],
         )
-        for labels, count in list(self.requests.items()):
-            requests.add_metric(labels, count)
+        for (method, route), entry in routes:
+            for status, count in list(entry.statuses.items()):
+                requests.add_metric([method, route, str(status)], count)
         yield requests
         yield _histogram(
             "http_request_duration_seconds",
             "Time from request start to the last response byte, by method and route template.",
-            self.duration,
+            [(key, entry.duration) for key, entry in routes],
             self.bounds,
         )
-        yield _histogram("http_request_size_bytes", "Size of HTTP request bodies.", self.request_size, self.size_bounds)
         yield _histogram(
-            "http_response_size_bytes", "Size of HTTP response bodies.", self.response_size, self.size_bounds
+            "http_request_size_bytes",
+            "Size of HTTP request bodies.",
+            [(key, entry.request_size) for key, entry in routes],
+            self.size_bounds,
+        )
+        yield _histogram(
+            "http_response_size_bytes",
+            "Size of HTTP response bodies.",
+            [(key, entry.response_size) for key, entry in routes],
+            self.size_bounds,
         )
         yield GaugeMetricFamily("http_requests_in_flight", "HTTP requests being handled right now.", self.in_flight)
         dropped = CounterMetricFamily(
             "stator_http_dropped_label_sets",
-            "Label sets recorded as route=<overflow> because the metric reached its cap.",
+            "Observations recorded with route=<overflow> because the metric reached its label-set cap.",
             labels=["metric"],
         )
         for metric, count in list(self.dropped.items()):
@@ -140,11 +172,11 @@ class RedMetrics:
 
 
 def _histogram(
-    name: str, documentation: str, table: dict[tuple[str, str], _Histogram], bounds: Sequence[float]
+    name: str, documentation: str, table: list[tuple[tuple[str, str], _Histogram]], bounds: Sequence[float]
 ) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=["method", "route"])
     les = [_le(b) for b in bounds]
-    for labels, hist in list(table.items()):
+    for labels, hist in table:
         counts = list(hist.counts)
         exemplars = list(hist.exemplars) if hist.exemplars is not None else None
         cumulative = 0

@@ -2,11 +2,12 @@
 
 from stator.logs.context import bind, bound, log_context, reset
 from stator.logs.logger import Logger, exception_fields
-from stator.logs.sinks import FdSink, MemorySink, Sink
+from stator.logs.sinks import FdSink, LoopBufferedSink, MemorySink, Sink
 
 __all__ = [
     "FdSink",
     "Logger",
+    "LoopBufferedSink",
     "MemorySink",
     "Sink",
     "bind",

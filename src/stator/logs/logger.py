@@ -222,6 +222,39 @@ class Logger:
             )
         self._sink.write(line)
 
+    def log_trusted(self, level: str, msg: str, fields: dict[str, Any], truncate: tuple[str, ...] = (), /) -> None:
+        """Like :meth:`log` for fields whose keys are the caller's own, never secrets and never clashing with
+        the context (the access line): no key is checked for redaction, and only the string fields named in
+        ``truncate`` (the ones a client controls) are checked for length."""
+        if LEVELS.get(level, 40) < self._min:
+            return
+        record: dict[str, Any] = {"ts": _timestamp(time.time()), "level": level, "msg": msg, **self._head}
+        try:
+            if self._fields:
+                self._merge(record, self._fields)
+            ctx = context.bound()
+            if ctx:
+                self._merge(record, ctx)
+            record.update(fields)
+            maxlen = self._maxlen
+            if maxlen:
+                for key in truncate:
+                    value = record.get(key)
+                    if type(value) is str and len(value) > maxlen:
+                        record[key] = value[: max(maxlen - len(TRUNCATED), 1)] + TRUNCATED
+            line = self._render(record)
+        except Exception as render_error:
+            line = render_json(
+                {"ts": record["ts"], "level": level, "msg": msg, **self._head, "log_error": repr(render_error)}
+            )
+        self._sink.write(line)
+
+    def flush(self) -> None:
+        """Write out anything the sink is holding (a :class:`LoopBufferedSink` between loop passes)."""
+        flush = getattr(self._sink, "flush", None)
+        if callable(flush):
+            flush()
+
     def _merge(self, record: dict[str, Any], fields: Mapping[str, Any]) -> None:
         maxlen = self._maxlen
         cache = self._redact_cache

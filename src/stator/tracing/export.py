@@ -14,12 +14,13 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from stator.logs import Logger
-from stator.tracing.otlp import encode_spans
+from stator.tracing.otlp import EncodableSpan, encode_spans
 
 Post = Callable[[bytes], int]
 """Sends one encoded batch; returns the HTTP status (raises on transport errors)."""
@@ -83,7 +84,7 @@ class QueueSpanProcessor(SpanProcessor):
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.batch_delay = batch_delay
-        self.queue: deque[ReadableSpan] = deque()
+        self.queue: deque[EncodableSpan] = deque()
         self.exported = 0
         self.dropped = 0
         self.failed_batches = 0
@@ -93,6 +94,7 @@ class QueueSpanProcessor(SpanProcessor):
         self._idle = threading.Event()
         self._idle.set()
         self._stop = False
+        self._flush = False
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="stator-otlp-export", daemon=True)
         self._thread.start()
@@ -103,7 +105,13 @@ class QueueSpanProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not span.context.trace_flags.sampled:
+        """As an SDK span processor (for SDK TracerProviders)."""
+        self.enqueue(cast(EncodableSpan, span))
+
+    def enqueue(self, span: EncodableSpan) -> None:
+        """Queue a finished span for export (stator's LightTracer calls this directly)."""
+        ctx = span.get_span_context()
+        if ctx is None or not ctx.trace_flags.sampled:
             return
         queue = self.queue
         if len(queue) >= self.queue_size:
@@ -124,28 +132,42 @@ class QueueSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued now; True when the queue drained within the timeout."""
         deadline = time.monotonic() + timeout_millis / 1000
-        while time.monotonic() < deadline:
-            if not self.queue and self._idle.is_set():
-                return True
-            self._wake.set()
-            time.sleep(0.005)
-        return not self.queue and self._idle.is_set()
+        self._flush = True
+        try:
+            while time.monotonic() < deadline:
+                if not self.queue and self._idle.is_set():
+                    return True
+                self._wake.set()
+                time.sleep(0.005)
+            return not self.queue and self._idle.is_set()
+        finally:
+            self._flush = False
 
     # -- export thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Full batches go out as soon as they fill; a partial batch only once batch_delay has passed since the
+        # last export (or on flush/stop). Exporting "whatever is queued" after each POST would, under load, send
+        # batches of a few dozen spans and pay the per-request cost of export many times over, under the GIL.
+        queue = self.queue
+        last = time.monotonic()
         while True:
-            self._wake.wait(self.batch_delay)
+            self._wake.wait(max(0.0, self.batch_delay - (time.monotonic() - last)))
             self._wake.clear()
-            while self.queue:
-                self._idle.clear()
-                batch = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
-                self._export(batch)
+            self._idle.clear()
+            while len(queue) >= self.batch_size:
+                self._export([queue.popleft() for _ in range(self.batch_size)])
+                last = time.monotonic()
+            if queue and (self._stop or self._flush or time.monotonic() - last >= self.batch_delay):
+                self._export([queue.popleft() for _ in range(min(self.batch_size, len(queue)))])
+                last = time.monotonic()
+            elif not queue:
+                last = time.monotonic()  # nothing waiting: the next span's delay starts when it arrives
             self._idle.set()
-            if self._stop:
+            if self._stop and not queue:
                 return
 
-    def _export(self, batch: list[ReadableSpan]) -> None:
+    def _export(self, batch: list[EncodableSpan]) -> None:
         try:
             status = self.post(encode_spans(batch))
             error = None if 200 <= status < 300 else f"collector answered HTTP {status}"

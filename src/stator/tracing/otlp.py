@@ -13,12 +13,47 @@ Field numbers are from opentelemetry-proto ``trace/v1/trace.proto``, ``common/v1
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace import Event
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+
+class EncodableSpan(Protocol):
+    """What the encoder reads: the SDK's ``ReadableSpan`` and stator's ``LightSpan`` both provide it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def parent(self) -> SpanContext | None: ...
+    @property
+    def kind(self) -> SpanKind: ...
+    @property
+    def start_time(self) -> int | None: ...
+    @property
+    def end_time(self) -> int | None: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+    @property
+    def dropped_attributes(self) -> int: ...
+    @property
+    def events(self) -> Sequence[Event]: ...
+    @property
+    def dropped_events(self) -> int: ...
+    @property
+    def links(self) -> Sequence[Link]: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def resource(self) -> Resource: ...
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope | None: ...
+
+    def get_span_context(self) -> SpanContext: ...
+
 
 _VARINT_CACHE = tuple(bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(16384))
 _pack_d = struct.Struct("<d").pack
@@ -77,32 +112,39 @@ class _KeyCache(dict[str, bytes]):
 
 
 _KEYS = _KeyCache()
-# Encoded KeyValue messages for (key, value) pairs seen before: method, route, host, scheme, status repeat on
-# nearly every span. Bounded by clearing: a high-cardinality attribute (url.path) costs a refill, never memory.
-_PAIRS: dict[tuple[str, Any, type], bytes] = {}
-_PAIRS_MAX = 4096
+# Whole encoded attribute fields (tag, length, KeyValue) for (tag, key, value) seen before: method, route, host,
+# scheme, status repeat on nearly every span. Bounded by clearing: a high-cardinality attribute (url.path) costs
+# a refill now and then, never unbounded memory.
+_FIELDS: dict[tuple[bytes, str, Any, type], bytes] = {}
+_FIELDS_MAX = 8192
 
 
-def _pair(key: str, value: Any) -> bytes:
-    try:
-        cache_key = (key, value, type(value))  # type() keeps True and 1 apart
-        encoded = _PAIRS.get(cache_key)
-    except TypeError:  # unhashable (a list value)
-        return _KEYS[key] + _ld(b"\x12", _any_value(value))
-    if encoded is None:
-        if len(_PAIRS) >= _PAIRS_MAX:
-            _PAIRS.clear()
-        encoded = _PAIRS[cache_key] = _KEYS[key] + _ld(b"\x12", _any_value(value))
-    return encoded
+def _field(tag: bytes, key: str, value: Any) -> bytes:
+    kv = _KEYS[key] + _ld(b"\x12", _any_value(value))
+    return tag + _varint(len(kv)) + kv
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
-    return b"".join(_ld(tag, _pair(k, v)) for k, v in attributes.items())
+    cache = _FIELDS
+    out = []
+    for key, value in attributes.items():
+        cache_key = (tag, key, value, type(value))  # type() keeps True and 1 apart
+        try:
+            encoded = cache.get(cache_key)
+        except TypeError:  # an unhashable (list) value
+            out.append(_field(tag, key, value))
+            continue
+        if encoded is None:
+            if len(cache) >= _FIELDS_MAX:
+                cache.clear()
+            encoded = cache[cache_key] = _field(tag, key, value)
+        out.append(encoded)
+    return b"".join(out)
 
 
-def _span(span: ReadableSpan) -> bytes:
+def _span(span: EncodableSpan) -> bytes:
     ctx = span.get_span_context()
     assert ctx is not None
     parts = [
@@ -149,14 +191,14 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
-def _scope_key(span: ReadableSpan) -> tuple[str, str, str]:
+def _scope_key(span: EncodableSpan) -> tuple[str, str, str]:
     scope = span.instrumentation_scope
     if scope is None:
         return ("", "", "")
     return (scope.name, scope.version or "", scope.schema_url or "")
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+def encode_spans(spans: Sequence[EncodableSpan]) -> bytes:
     """Serialise spans as an ``ExportTraceServiceRequest``, grouped by resource and instrumentation scope."""
     by_resource: dict[int, tuple[Resource, dict[tuple[str, str, str], list[bytes]]]] = {}
     for span in spans:
@@ -178,8 +220,3 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             resource_spans.append(_str(b"\x1a", resource.schema_url))
         out.append(_ld(b"\x0a", b"".join(resource_spans)))
     return b"".join(out)
-
-
-def iter_batches(items: Sequence[ReadableSpan], size: int) -> Iterable[Sequence[ReadableSpan]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

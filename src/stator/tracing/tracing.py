@@ -1,6 +1,6 @@
-"""Tracing for one service: an SDK TracerProvider of its own (never the global one), a ParentBased ratio
-sampler, the service's resource, the server span made inside the observability middleware's single pass, and
-the bounded export queue.
+r"""Tracing for one service: a tracer of its own (never the global provider) with the SDK's ParentBased ratio
+sampler and the service's resource, the server span made inside the observability middleware's single pass, and
+the bounded export queue. Spans are :class:`~stator.tracing.spans.LightSpan`\ s (see that module for why).
 
 Per request the middleware calls :meth:`Tracing.start` (W3C ``traceparent``/``tracestate`` extracted, a SERVER
 span started with the request attributes and made current, so spans the handler starts — and the project HTTP
@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 from opentelemetry import context, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
@@ -29,6 +29,7 @@ from stator.http.asgi import Scope
 from stator.http.routes import UNMATCHED
 from stator.logs import Logger
 from stator.tracing.export import HTTPPoster, Post, QueueSpanProcessor
+from stator.tracing.spans import LightSpan, LightTracer
 
 _NO_ROUTE = frozenset({UNMATCHED, "<overflow>"})
 _PROPAGATOR = TraceContextTextMapPropagator()  # stateless: a parser, not state
@@ -40,12 +41,13 @@ def _headers(raw: str) -> dict[str, str]:
 
 
 class _Handle:
-    __slots__ = ("method", "span", "token")
+    __slots__ = ("exemplar", "method", "span", "token")
 
-    def __init__(self, span: trace.Span, token: object, method: str) -> None:
+    def __init__(self, span: trace.Span, token: object, method: str, exemplar: dict[str, str]) -> None:
         self.span = span
         self.token = token
         self.method = method
+        self.exemplar = exemplar  # also the log fields: one formatting of the ids per request
 
 
 class Tracing:
@@ -67,7 +69,6 @@ class Tracing:
         resource = Resource.create(
             {"service.name": service_name, "service.version": version, "service.instance.id": instance_id}
         )
-        self.provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(otlp.sample_ratio)))
         poster = post or HTTPPoster(otlp.endpoint, _headers(otlp.headers.get_secret_value()), otlp.timeout)
         self.processor = QueueSpanProcessor(
             poster,
@@ -76,8 +77,12 @@ class Tracing:
             batch_size=otlp.batch_size,
             batch_delay=otlp.batch_delay,
         )
-        self.provider.add_span_processor(self.processor)
-        self.tracer = self.provider.get_tracer("stator", version)
+        self.tracer = LightTracer(
+            ParentBased(TraceIdRatioBased(otlp.sample_ratio)),
+            resource,
+            InstrumentationScope("stator", version),
+            self.processor.enqueue,
+        )
         self.server_address = settings.http.host
         registry.register(_TracingCollector(self))
 
@@ -97,53 +102,53 @@ class Tracing:
             if tracestate is not None:
                 carrier["tracestate"] = tracestate.decode("latin-1")
             parent = _PROPAGATOR.extract(carrier)
-        server = scope.get("server")
-        client = scope.get("client")
-        attributes: dict[str, Any] = {
-            "http.request.method": method,
-            "url.path": scope["path"],
-            "url.scheme": scope.get("scheme", "http"),
-            "network.protocol.version": scope.get("http_version", "1.1"),
-            "stator.request_id": request_id,
-        }
-        if server:
-            attributes["server.address"] = server[0]
-            attributes["server.port"] = server[1]
-        if client:
-            attributes["client.address"] = client[0]
-        query = scope.get("query_string")
-        if query:
-            attributes["url.query"] = query.decode("latin-1")
-        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        # Sampling is decided before any attribute is built: an unsampled request pays for ids and context only.
+        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+        if isinstance(span, LightSpan):
+            attributes = span.attributes
+            attributes["http.request.method"] = method
+            attributes["url.path"] = scope["path"]
+            attributes["url.scheme"] = scope.get("scheme", "http")
+            attributes["network.protocol.version"] = scope.get("http_version", "1.1")
+            attributes["stator.request_id"] = request_id
+            server = scope.get("server")
+            if server:
+                attributes["server.address"] = server[0]
+                attributes["server.port"] = server[1]
+            client = scope.get("client")
+            if client:
+                attributes["client.address"] = client[0]
+            query = scope.get("query_string")
+            if query:
+                attributes["url.query"] = query.decode("latin-1")
         token = context.attach(trace.set_span_in_context(span, parent))
         ctx = span.get_span_context()
-        return _Handle(span, token, method), {
-            "trace_id": format(ctx.trace_id, "032x"),
-            "span_id": format(ctx.span_id, "016x"),
-        }
+        ids = {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+        return _Handle(span, token, method, ids), ids
 
     def finish(self, handle: _Handle, route: str, status: int, exc: BaseException | None) -> dict[str, str] | None:
         context.detach(handle.token)  # type: ignore[arg-type]
         span = handle.span
-        if not span.is_recording():
-            return None
-        attributes: dict[str, Any] = {"http.response.status_code": status}
+        if not isinstance(span, LightSpan):
+            return None  # not recorded (sampled out): nothing to finish, no exemplar
+        attributes = span.attributes
+        attributes["http.response.status_code"] = status
         if route not in _NO_ROUTE:
             attributes["http.route"] = route
-            span.update_name(f"{handle.method} {route}")
-        if exc is not None and isinstance(exc, Exception):
+            span.name = f"{handle.method} {route}"
+        failed = exc is not None and isinstance(exc, Exception)
+        if failed:
+            assert exc is not None
             span.record_exception(exc)
             attributes["error.type"] = type(exc).__qualname__
         elif status >= 500:
             attributes["error.type"] = str(status)
-        span.set_attributes(attributes)
-        if status >= 500 or (exc is not None and isinstance(exc, Exception)):
+        if failed or status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         span.end()
-        ctx = span.get_span_context()
-        if not ctx.trace_flags.sampled:
+        if not span.context.trace_flags.sampled:
             return None
-        return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+        return handle.exemplar
 
     # -- the HTTP client's hook -----------------------------------------------------------------------------
 
