@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/stator run
+	$(BIN)/stator demo
 
 system-deps:
 	bash scripts/install-system-deps.sh

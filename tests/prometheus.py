@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.externals import require_tool
+from tests.processes import free_port
 
 
 class Prometheus:
@@ -64,3 +61,64 @@ class Prometheus:
             self.proc.kill()
             self.proc.wait(5)
         self._log_file.close()
+
+
+RELABEL = """
+    relabel_configs:
+      - source_labels: [__meta_consul_tags]
+        regex: .*,metrics,.*
+        action: keep
+      - source_labels: [__meta_consul_service]
+        target_label: service
+"""
+
+
+GLOBAL = """
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: consul-services
+"""
+
+
+def has_consul_sd(workdir: Path) -> bool:
+    promtool = require_tool("promtool")
+    probe = workdir / "probe.yml"
+    probe.write_text("scrape_configs:\n  - job_name: p\n    consul_sd_configs:\n      - server: 127.0.0.1:1\n")
+    result = subprocess.run([promtool, "check", "config", str(probe)], capture_output=True, text=True, timeout=30)
+    return result.returncode == 0
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
+    binary = require_tool("prometheus")
+    started: list[Prometheus] = []
+
+    def start(config_text: str) -> Prometheus:
+        prom = Prometheus(binary, config_text, tmp_path)
+        started.append(prom)
+        prom.wait_ready()
+        return prom
+
+    yield start
+    for prom in started:
+        prom.stop()
+
+
+def consul_target(prom: Prometheus, service_id: str) -> dict[str, Any] | None:
+    for t in prom.get("/api/v1/targets", state="active")["activeTargets"]:
+        if t["discoveredLabels"].get("__meta_consul_service_id") == service_id:
+            return dict(t)
+    return None
+
+
+def wait_prom(predicate: Callable[[], Any], timeout: float, prom: Prometheus, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not seen within {timeout}s\nprometheus log:\n{prom.log.read_text()[-3000:]}")

@@ -27,6 +27,8 @@ from typing import IO, Any
 import httpx
 import orjson
 
+from stator.discover import EXAMPLE_DOCUMENT
+
 DEFAULT_REGISTRY_PORT = 8500
 DEFAULT_BASE_PORT = 8087
 DEFAULT_PROMETHEUS = "127.0.0.1:9090"
@@ -61,6 +63,9 @@ class Child:
             self.proc.kill()
             self.proc.wait(5)
             return None
+
+
+DISCOVER_KEY = "stator/services"
 
 
 def seed_kv(addr: str, key: str, doc: Any) -> None:
@@ -270,8 +275,9 @@ def main(argv: list[str]) -> int:
             print(f"stator demo: the dev registry did not start on {registry_url}", file=sys.stderr, flush=True)
             return 1
 
-        # Discovery's demo seeds its services document here: seed_kv(registry_url, key, doc), with the same key
-        # passed to the instances as STATOR_DISCOVER_SOURCE=consul / STATOR_DISCOVER_KEY.
+        # The ConfigState half of the demo: an example services document in the registry's KV, watched by every
+        # instance with blocking queries (curl -X PUT --data-binary @doc.json <registry>/v1/kv/<key> to change it).
+        seed_kv(registry_url, DISCOVER_KEY, list(EXAMPLE_DOCUMENT))
 
         for i in range(args.instances):
             port = 0 if args.base_port == 0 else args.base_port + i
@@ -283,6 +289,8 @@ def main(argv: list[str]) -> int:
                 "STATOR_HTTP_HOST": args.host,
                 "STATOR_HTTP_PORT": str(port),
                 "STATOR_ROSTER_CHECK_INTERVAL": "2s",
+                "STATOR_DISCOVER_SOURCE": "consul",
+                "STATOR_DISCOVER_KEY": DISCOVER_KEY,
             }
             instances.append(Child(f"instance-{i + 1}", [sys.executable, "-m", "stator", "run"], env))
 
@@ -363,6 +371,13 @@ def _print_summary(
         svc = entry.get("Service") or {}
         base = f"http://{svc.get('Address')}:{svc.get('Port')}"
         lines.append(f"  instance     {base}   ({svc.get('ID')}: {base}/monitor, {base}/metrics)")
+    if passing:
+        svc = passing[0].get("Service") or {}
+        lines.append(
+            f"  discovery    curl http://{svc.get('Address')}:{svc.get('Port')}/services"
+            f"   (KV key {DISCOVER_KEY}; change it with"
+            f" curl -X PUT --data-binary @doc.json {registry_url}/v1/kv/{DISCOVER_KEY})"
+        )
     if prometheus_url:
         lines.append(f"  prometheus   {prometheus_url}/targets   (config in {workdir / 'prometheus.yml'})")
     else:

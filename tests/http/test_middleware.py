@@ -379,3 +379,16 @@ async def test_access_log_truncates_client_controlled_fields() -> None:
     assert len(line["path"]) == 40
     assert line["user_agent"].endswith("--truncated--")
     assert line["route"] == "/items/{item_id}"
+
+
+async def test_a_reused_response_object_does_not_accumulate_headers() -> None:
+    shared = PlainTextResponse("same object every time")
+
+    async def reused(request: Request) -> PlainTextResponse:
+        return shared
+
+    service, _ = make_service(Starlette(routes=[Route("/r", reused)]))
+    async with running(service) as client:
+        for _ in range(3):
+            response = await client.get("/r")
+            assert len(response.headers.get_list("x-request-id")) == 1

@@ -13,10 +13,7 @@ package is back in shape"), so ``consul_sd_configs`` is rejected at config load.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,119 +21,10 @@ import httpx
 import pytest
 
 from tests.externals import require_tool
+from tests.prometheus import GLOBAL, RELABEL, Prometheus, consul_target, has_consul_sd, wait_prom
 
 from .conftest import RegistryThread, Target
 from .promsd import ConsulSD, file_sd_writer
-
-RELABEL = """
-    relabel_configs:
-      - source_labels: [__meta_consul_tags]
-        regex: .*,metrics,.*
-        action: keep
-      - source_labels: [__meta_consul_service]
-        target_label: service
-"""
-GLOBAL = """
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: consul-services
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Prometheus:
-    def __init__(self, binary: str, config_text: str, workdir: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(config_text)
-        self.log = workdir / "prometheus.log"
-        self._log_file = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-            ],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def get(self, path: str, **params: str) -> Any:
-        resp = httpx.get(self.url + path, params=params, timeout=5)
-        resp.raise_for_status()
-        return resp.json()["data"]
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("prometheus not ready:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._log_file.close()
-
-
-def has_consul_sd(workdir: Path) -> bool:
-    promtool = require_tool("promtool")
-    probe = workdir / "probe.yml"
-    probe.write_text("scrape_configs:\n  - job_name: p\n    consul_sd_configs:\n      - server: 127.0.0.1:1\n")
-    result = subprocess.run([promtool, "check", "config", str(probe)], capture_output=True, text=True, timeout=30)
-    return result.returncode == 0
-
-
-@pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
-    binary = require_tool("prometheus")
-    started: list[Prometheus] = []
-
-    def start(config_text: str) -> Prometheus:
-        prom = Prometheus(binary, config_text, tmp_path)
-        started.append(prom)
-        prom.wait_ready()
-        return prom
-
-    yield start
-    for prom in started:
-        prom.stop()
-
-
-def _target(prom: Prometheus, service_id: str) -> dict[str, Any] | None:
-    for t in prom.get("/api/v1/targets", state="active")["activeTargets"]:
-        if t["discoveredLabels"].get("__meta_consul_service_id") == service_id:
-            return dict(t)
-    return None
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, prom: Prometheus, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"{what} not seen within {timeout}s\nprometheus log:\n{prom.log.read_text()[-3000:]}")
 
 
 def _register_discover_deregister(client: httpx.Client, prom: Prometheus, target: Target) -> None:
@@ -153,12 +41,12 @@ def _register_discover_deregister(client: httpx.Client, prom: Prometheus, target
 
     # 37: the target appears with the right __meta_consul_* labels, healthy, and is scraped (up == 1).
     def healthy_target() -> dict[str, Any] | None:
-        t = _target(prom, "demo-1")
+        t = consul_target(prom, "demo-1")
         if t and t["discoveredLabels"]["__meta_consul_health"] == "passing" and t["health"] == "up":
             return t
         return None
 
-    found = _wait(healthy_target, 60, prom, "healthy demo-1 target")
+    found = wait_prom(healthy_target, 60, prom, "healthy demo-1 target")
     labels = found["discoveredLabels"]
     assert labels["__meta_consul_service"] == "demo"
     assert labels["__meta_consul_service_id"] == "demo-1"
@@ -178,13 +66,13 @@ def _register_discover_deregister(client: httpx.Client, prom: Prometheus, target
         result = prom.get("/api/v1/query", query='up{job="consul-services",service="demo"}')["result"]
         return bool(result) and result[0]["value"][1] == "1"
 
-    _wait(up, 60, prom, "up == 1")
+    wait_prom(up, 60, prom, "up == 1")
     scrapes = [r for r in target.requests if r["path"] == "/metrics"]
     assert any(r["headers"].get("User-Agent", "").startswith("Prometheus") for r in scrapes)
 
     # 38: deregistration drops the target (refresh + blocking wait + Prometheus' 5 s update throttle).
     assert client.put("/v1/agent/service/deregister/demo-1").status_code == 200
-    _wait(lambda: _target(prom, "demo-1") is None, 60, prom, "demo-1 target removal")
+    wait_prom(lambda: consul_target(prom, "demo-1") is None, 60, prom, "demo-1 target removal")
 
 
 @pytest.mark.external

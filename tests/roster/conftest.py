@@ -16,8 +16,8 @@ import pytest
 from stator.logs import Logger, MemorySink
 from stator.roster import Instance
 from tests.conftest import ServiceProcess
-from tests.discover.conftest import DevRegistry, Etcd, free_port
 from tests.externals import require_tool
+from tests.processes import DevRegistry, Etcd, free_port
 from tests.registry.conftest import FAST, RegistryThread
 
 from .chaos import ChaosProxy

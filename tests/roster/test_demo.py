@@ -51,6 +51,32 @@ def test_demo_runs_registry_and_three_passing_instances_and_stops_on_sigterm(spa
     for address, instance_port in instances:
         assert httpx.get(f"http://{address}:{instance_port}/-/ready", timeout=5).status_code == 200
     assert all(e["Service"]["Tags"] == ["metrics"] for e in entries)
+    # discovery: every instance serves the seeded example document, and a KV update reaches them
+    from stator.demo import DISCOVER_KEY
+    from stator.discover import EXAMPLE_DOCUMENT
+
+    first = f"http://{instances[0][0]}:{instances[0][1]}"
+    wait_until(
+        lambda: (
+            [s["uri"] for s in httpx.get(f"{first}/services", timeout=5).json()["services"]]
+            == [s["uri"] for s in EXAMPLE_DOCUMENT]
+        ),
+        30,
+        "the example services document on /services",
+    )
+    update = [{"uri": "http://updated.example/api", "capabilities": [{"name": "resize", "capacity": 1}]}]
+    assert httpx.put(f"{registry}/v1/kv/{DISCOVER_KEY}", json=update, timeout=5).json() is True
+    for address, instance_port in instances:
+        wait_until(
+            lambda a=address, p=instance_port: (
+                [  # type: ignore[misc]
+                    s["uri"] for s in httpx.get(f"http://{a}:{p}/services", timeout=5).json()["services"]
+                ]
+                == ["http://updated.example/api"]
+            ),
+            10,
+            "the updated document on every instance",
+        )
     if prometheus:  # Prometheus (via consul_sd, or file_sd fed by the demo) knows all three instances
         ids = {e["Service"]["ID"] for e in entries}
         wait_until(lambda: _prometheus_instance_ids(prometheus) == ids, 30, "3 Prometheus targets")

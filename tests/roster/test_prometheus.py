@@ -15,11 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.prometheus import GLOBAL, Prometheus, consul_target, has_consul_sd, wait_prom
 from tests.registry.conftest import RegistryThread
 from tests.registry.promsd import ConsulSD, file_sd_writer
-from tests.registry.test_prometheus import GLOBAL, Prometheus, _target, _wait, has_consul_sd, start_prometheus
-
-__all__ = ["start_prometheus"]  # a fixture, imported to be used here
 
 RELABEL = """
     relabel_configs:
@@ -69,12 +67,12 @@ def test_prometheus_scrapes_a_registered_instance_and_drops_it_after_sigterm(
     prom = start_prometheus(GLOBAL + discovery + RELABEL)
 
     def healthy() -> dict[str, Any] | None:
-        t = _target(prom, sid)
+        t = consul_target(prom, sid)
         if t and t["discoveredLabels"]["__meta_consul_health"] == "passing" and t["health"] == "up":
             return t
         return None
 
-    found = _wait(healthy, 60, prom, f"healthy {sid} target")
+    found = wait_prom(healthy, 60, prom, f"healthy {sid} target")
     labels = found["discoveredLabels"]
     assert labels["__meta_consul_service"] == "stator"
     assert labels["__meta_consul_service_id"] == sid
@@ -92,12 +90,12 @@ def test_prometheus_scrapes_a_registered_instance_and_drops_it_after_sigterm(
         result = prom.get("/api/v1/query", query='up{job="consul-services",service="stator"}')["result"]
         return bool(result) and result[0]["value"][1] == "1"
 
-    _wait(up, 60, prom, "up == 1")
+    wait_prom(up, 60, prom, "up == 1")
     # And what it scraped is the instance's own registration state.
     query = 'stator_registration_up{job="consul-services",registry="consul"}'
-    _wait(lambda: prom.get("/api/v1/query", query=query)["result"], 30, prom, "stator_registration_up scraped")
+    wait_prom(lambda: prom.get("/api/v1/query", query=query)["result"], 30, prom, "stator_registration_up scraped")
 
     svc.signal()
     assert svc.wait(30) == 0
     assert httpx.get(f"{registry.url}/v1/agent/service/{sid}", timeout=5).status_code == 404
-    _wait(lambda: _target(prom, sid) is None, 60, prom, f"{sid} target removal")
+    wait_prom(lambda: consul_target(prom, sid) is None, 60, prom, f"{sid} target removal")

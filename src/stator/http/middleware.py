@@ -157,6 +157,8 @@ class ObservabilityMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 status = message["status"]
+                # A copy, never an append: Starlette sends a Response's own header list, and an app that reuses
+                # one Response object would otherwise grow a header per request.
                 message["headers"] = [*message.get("headers", ()), rid_header]
             elif kind == "http.response.body":
                 response_bytes += len(message.get("body", b""))
