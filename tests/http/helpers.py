@@ -55,3 +55,19 @@ def samples(service: Service, name: str) -> dict[tuple[tuple[str, str], ...], fl
             if sample.name == name:
                 out[tuple(sorted(sample.labels.items()))] = sample.value
     return out
+
+
+@asynccontextmanager
+async def serving(service: Service) -> AsyncIterator[str]:
+    """Run ``service.serve()`` on a loopback port for the duration of the block; yields its base URL."""
+    task = asyncio.create_task(service.serve())
+    for _ in range(300):
+        if service.address is not None and service.state == "running":
+            break
+        await asyncio.sleep(0.02)
+    assert service.address is not None
+    try:
+        yield f"http://127.0.0.1:{service.address[1]}"
+    finally:
+        service.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,8 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from stator.app.reference import create_app
-from stator.service import Service
-from tests.http.helpers import log_lines, make_service, running
+from tests.http.helpers import log_lines, make_service, running, serving
 
 
 async def test_healthy_and_ready_with_no_checks() -> None:
@@ -126,21 +123,6 @@ async def test_ops_methods_and_unknown_paths() -> None:
         assert post.headers["allow"] == "GET, HEAD"
         assert post.json()["error"] == "method POST not allowed"
         assert (await client.get("/-/nope")).status_code == 404
-
-
-@asynccontextmanager
-async def serving(service: Service) -> AsyncIterator[str]:
-    task = asyncio.create_task(service.serve())
-    for _ in range(200):
-        if service.address is not None and service.state == "running":
-            break
-        await asyncio.sleep(0.02)
-    assert service.address is not None
-    try:
-        yield f"http://127.0.0.1:{service.address[1]}"
-    finally:
-        service.request_stop()
-        assert await asyncio.wait_for(task, 20) == 0
 
 
 async def test_client_disconnect_is_recorded_as_499() -> None:

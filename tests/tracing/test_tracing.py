@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -19,25 +17,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from stator.service import Service
-from tests.http.helpers import log_lines, make_service
+from tests.http.helpers import log_lines, make_service, serving
 from tests.tracing.receiver import OTLPReceiver, attrs
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-@asynccontextmanager
-async def serving(service: Service) -> AsyncIterator[str]:
-    task = asyncio.create_task(service.serve())
-    for _ in range(300):
-        if service.address is not None and service.state == "running":
-            break
-        await asyncio.sleep(0.02)
-    assert service.address is not None
-    try:
-        yield f"http://127.0.0.1:{service.address[1]}"
-    finally:
-        service.request_stop()
-        assert await asyncio.wait_for(task, 30) == 0
 
 
 def _env(receiver: OTLPReceiver, **extra: str) -> dict[str, str]:

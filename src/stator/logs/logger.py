@@ -198,28 +198,16 @@ class Logger:
         """Write one line if ``level`` is enabled. Never raises: a logging failure must not break the caller."""
         if LEVELS.get(level, 40) < self._min:
             return
-        record: dict[str, Any] = {"ts": _timestamp(time.time()), "level": level, "msg": msg, **self._head}
+        record = self._head_record(level, msg)
         try:
-            if self._fields:
-                self._merge(record, self._fields)
-            ctx = context.bound()
-            if ctx:
-                self._merge(record, ctx)
+            self._add_context(record)
             if kv:
                 self._merge(record, kv)
             if exc is not None:
                 self._merge(record, exception_fields(exc))
             line = self._render(record)
         except Exception as render_error:  # e.g. a value orjson cannot encode even via default
-            line = render_json(
-                {
-                    "ts": record["ts"],
-                    "level": level,
-                    "msg": msg,
-                    **self._head,
-                    "log_error": repr(render_error),
-                }
-            )
+            line = self._error_line(record, render_error)
         self._sink.write(line)
 
     def log_trusted(self, level: str, msg: str, fields: dict[str, Any], truncate: tuple[str, ...] = (), /) -> None:
@@ -228,13 +216,9 @@ class Logger:
         ``truncate`` (the ones a client controls) are checked for length."""
         if LEVELS.get(level, 40) < self._min:
             return
-        record: dict[str, Any] = {"ts": _timestamp(time.time()), "level": level, "msg": msg, **self._head}
+        record = self._head_record(level, msg)
         try:
-            if self._fields:
-                self._merge(record, self._fields)
-            ctx = context.bound()
-            if ctx:
-                self._merge(record, ctx)
+            self._add_context(record)
             record.update(fields)
             maxlen = self._maxlen
             if maxlen:
@@ -244,10 +228,24 @@ class Logger:
                         record[key] = value[: max(maxlen - len(TRUNCATED), 1)] + TRUNCATED
             line = self._render(record)
         except Exception as render_error:
-            line = render_json(
-                {"ts": record["ts"], "level": level, "msg": msg, **self._head, "log_error": repr(render_error)}
-            )
+            line = self._error_line(record, render_error)
         self._sink.write(line)
+
+    def _head_record(self, level: str, msg: str) -> dict[str, Any]:
+        return {"ts": _timestamp(time.time()), "level": level, "msg": msg, **self._head}
+
+    def _add_context(self, record: dict[str, Any]) -> None:
+        """The logger's own bound fields, then the context's (worker_id, request_id, trace ids, ...)."""
+        if self._fields:
+            self._merge(record, self._fields)
+        ctx = context.bound()
+        if ctx:
+            self._merge(record, ctx)
+
+    def _error_line(self, record: dict[str, Any], error: Exception) -> bytes:
+        """The line written instead when a record cannot be rendered: identity kept, the failure named."""
+        head = {k: record[k] for k in ("ts", "level", "msg", "app_id", "run_id")}
+        return render_json({**head, "log_error": repr(error)})
 
     def flush(self) -> None:
         """Write out anything the sink is holding (a :class:`LoopBufferedSink` between loop passes)."""
