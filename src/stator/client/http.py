@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -49,6 +49,18 @@ BODY_EXCERPT: Final = 512
 _DEFAULT: Final = httpx.USE_CLIENT_DEFAULT
 
 TimeoutArg = float | httpx.Timeout | None | UseClientDefault
+
+
+class RequestOptions(TypedDict, total=False):
+    """What a request may carry besides method and URL (httpx's names and meanings)."""
+
+    params: Mapping[str, str | int] | None
+    headers: Mapping[str, str] | None
+    content: bytes | str | None
+    json: Any
+    # httpx's per-phase timeouts (connect/read/write/pool), which asyncio.timeout cannot express.
+    timeout: TimeoutArg
+    extensions: dict[str, Any] | None
 
 
 class UnexpectedStatus(Exception):
@@ -209,30 +221,19 @@ class HTTPClient:
 
     # -- requests ----------------------------------------------------------------------------------------
 
-    def build_request(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        timeout: TimeoutArg = _DEFAULT,
-        extensions: dict[str, Any] | None = None,
-    ) -> httpx.Request:
-        ext = dict(extensions or {})
+    def build_request(self, method: str, url: str | httpx.URL, **options: Unpack[RequestOptions]) -> httpx.Request:
+        ext = dict(options.get("extensions") or {})
         if self.server_name:
             # Certificate name checked (and SNI sent) when it differs from the host dialled, like Go's ServerName.
             ext.setdefault("sni_hostname", self.server_name)
         return self._client.build_request(
             method,
             url,
-            params=params,
-            headers=headers,
-            content=content,
-            json=json,
-            timeout=timeout,
+            params=options.get("params"),
+            headers=options.get("headers"),
+            content=options.get("content"),
+            json=options.get("json"),
+            timeout=options.get("timeout", _DEFAULT),
             extensions=ext,
         )
 
@@ -241,27 +242,11 @@ class HTTPClient:
         method: str,
         url: str | httpx.URL,
         *,
-        params: Mapping[str, str | int] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        # httpx's per-phase timeouts (connect/read/write/pool), which asyncio.timeout cannot express.
-        timeout: TimeoutArg = _DEFAULT,  # noqa: ASYNC109
-        extensions: dict[str, Any] | None = None,
         max_body: int | None = None,
+        **options: Unpack[RequestOptions],
     ) -> httpx.Response:
         """Send a request and read the whole answer (at most ``max_body`` bytes). Non-2xx is returned."""
-        request = self.build_request(
-            method,
-            url,
-            params=params,
-            headers=headers,
-            content=content,
-            json=json,
-            timeout=timeout,
-            extensions=extensions,
-        )
-        return await self.send(request, max_body=max_body)
+        return await self.send(self.build_request(method, url, **options), max_body=max_body)
 
     async def send(self, request: httpx.Request, *, max_body: int | None = None) -> httpx.Response:
         """Send a prepared request (see :meth:`build_request`) and read the answer."""
@@ -283,31 +268,13 @@ class HTTPClient:
 
     @asynccontextmanager
     async def stream(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        timeout: TimeoutArg = _DEFAULT,  # noqa: ASYNC109 - per-phase httpx timeouts, as in request()
-        extensions: dict[str, Any] | None = None,
+        self, method: str, url: str | httpx.URL, **options: Unpack[RequestOptions]
     ) -> AsyncIterator[httpx.Response]:
         """Send a request and yield the response as soon as its headers arrive (body not read).
 
         The response is logged when its headers arrive; the finish hooks run when the block exits.
         """
-        request = self.build_request(
-            method,
-            url,
-            params=params,
-            headers=headers,
-            content=content,
-            json=json,
-            timeout=timeout,
-            extensions=extensions,
-        )
+        request = self.build_request(method, url, **options)
         finishers = self._before(request)
         start = time.perf_counter()
         try:
