@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 import uvicorn
@@ -362,10 +362,6 @@ class Service:
         self.logger.error("second signal: forced exit", signal=name)
         self.logger.flush()
         os._exit(128 + sig)
-
-
-def env_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    return load_settings(os.environ if environ is None else environ)
 
 
 def _bound(server: uvicorn.Server, host: str, port: int) -> tuple[str, int]:

@@ -19,10 +19,10 @@ import orjson
 from stator.http import routes
 from stator.http.asgi import ASGIApp, Message, Receive, Scope, Send
 from stator.http.red import RedMetrics, method_label
+from stator.ids import RequestIds
 from stator.logs import Logger
 from stator.logs.context import _fields
 
-_LOW62 = (1 << 62) - 1
 _CLIENT_CONTROLLED = ("path", "user_agent")  # access-line fields a client can make arbitrarily long
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 CLIENT_CLOSED = 499
@@ -38,27 +38,6 @@ class RequestTracer(Protocol):
 
     def finish(self, span: Any, route: str, status: int, exc: BaseException | None) -> dict[str, str] | None:
         """End the span; return the exemplar labels (trace_id, span_id) when the span was sampled."""
-
-
-class _RequestIds:
-    """UUIDv7 request ids from a seeded PRNG: time-ordered, unique in practice, and ~10x cheaper than
-    ``uuid4()`` (no ``os.urandom`` syscall per request). Request ids are correlation handles, not secrets."""
-
-    def __init__(self) -> None:
-        self._rand = random.Random()
-        self._ms = -1
-        self._prefix = ""
-
-    def new(self) -> str:
-        ms = time.time_ns() // 1_000_000
-        if ms != self._ms:  # the 48-bit timestamp part changes at most once a millisecond: format it then
-            self._ms = ms
-            h = f"{ms & 0xFFFFFFFFFFFF:012x}"
-            self._prefix = f"{h[:8]}-{h[8:]}-7"
-        r = self._rand.getrandbits(74)
-        # version 7 | 12 random bits | variant 0b10 | 62 random bits (RFC 9562)
-        tail = f"{(r >> 62) << 64 | 0x2 << 62 | (r & _LOW62):019x}"
-        return f"{self._prefix}{tail[:3]}-{tail[3:7]}-{tail[7:]}"
 
 
 class ObservabilityMiddleware:
@@ -89,7 +68,7 @@ class ObservabilityMiddleware:
         self.ops_log_sample = ops_log_sample
         self.route_resolver = route_resolver
         self.tracer = tracer
-        self.ids = _RequestIds()
+        self.ids = RequestIds()
         self._sample = random.Random()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -191,7 +170,12 @@ class ObservabilityMiddleware:
             elif status == 0:
                 status = 500  # the app returned without responding
             resolver = self.route_resolver
-            route = resolver(scope) if resolver is not None else routes.template(scope, entry_root_path)
+            if is_ops:
+                route = path  # the ops endpoints are a fixed set of literal paths: each is its own template
+            elif resolver is not None:
+                route = resolver(scope)
+            else:
+                route = routes.template(scope, entry_root_path)
             exemplar = tracer.finish(span, route, status, error) if tracer is not None else None
             if not request_bytes and content_length is not None and content_length.isdigit():
                 request_bytes = int(content_length)  # the app did not read the body: trust the declared size
