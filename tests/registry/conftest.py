@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from stator.logs import Logger, MemorySink
-from stator.registry.api import RegistryApp
-from stator.registry.server import RegistryServer, bind, build_server, create_app
+from stator.registry.app import RegistryApp
+from stator.registry.http import Server
+from stator.registry.server import bind, build_server, create_app
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ class RegistryThread:
         self.sock = bind("127.0.0.1", 0)
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server: RegistryServer = build_server(self.app, graceful_timeout=2)
+        self.server: Server = build_server(self.app, graceful_timeout=2)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="registry", daemon=True)
@@ -43,7 +44,7 @@ class RegistryThread:
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         try:
-            self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+            self.loop.run_until_complete(self.server.serve([self.sock]))
         except BaseException as exc:  # surfaced by start()/stop()
             self._error = exc
         finally:
@@ -61,7 +62,7 @@ class RegistryThread:
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.request_exit()
         self.thread.join(15)
         assert not self.thread.is_alive(), "registry thread did not stop"
         self.sock.close()

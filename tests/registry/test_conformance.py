@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stator.registry.api import query_timeout
+from stator.registry.endpoints.common import query_timeout
 
 from .conftest import RegistryThread, Target, wait_for
 
@@ -357,25 +357,25 @@ def test_18_dcsa_floor_and_clock_logic() -> None:
 
     now = [1000.0]
     state = State(clock=lambda: now[0])  # default floor: 60 s
-    assert state.dcsa_min == 60.0
-    assert state.effective_reap_after(10 * 10**9) == 60.0  # "10s" behaves as 1m
-    assert state.effective_reap_after(60 * 10**9) == 60.0
-    assert state.effective_reap_after(90 * 10**9) == 90.0
-    assert state.effective_reap_after(0) is None
-    state.register_service(ServiceDef(id="s", name="s"), [CheckDef(ttl_ns=5 * 10**9, dcsa_ns=60 * 10**9)])
+    assert state.catalog.dcsa_min == 60.0
+    assert state.catalog.effective_reap_after(10 * 10**9) == 60.0  # "10s" behaves as 1m
+    assert state.catalog.effective_reap_after(60 * 10**9) == 60.0
+    assert state.catalog.effective_reap_after(90 * 10**9) == 90.0
+    assert state.catalog.effective_reap_after(0) is None
+    state.catalog.register_service(ServiceDef(id="s", name="s"), [CheckDef(ttl_ns=5 * 10**9, dcsa_ns=60 * 10**9)])
     # Critical by its initial status, but no critical result recorded yet: the clock has not started.
     now[0] += 500
-    assert state.reap_candidates() == []
-    state.set_check_status("service:s", "critical", "TTL expired")  # TTL expiry at t=5s
+    assert state.catalog.reap_candidates() == []
+    state.catalog.set_check_status("service:s", "critical", "TTL expired")  # TTL expiry at t=5s
     now[0] += 60
-    assert state.reap_candidates() == []  # exactly 60 s: not yet "longer than"
+    assert state.catalog.reap_candidates() == []  # exactly 60 s: not yet "longer than"
     now[0] += 0.5
-    assert state.reap_candidates() == ["s"]
+    assert state.catalog.reap_candidates() == ["s"]
     # A non-critical result resets the clock.
-    state.set_check_status("service:s", "passing", "")
-    state.set_check_status("service:s", "critical", "again")
+    state.catalog.set_check_status("service:s", "passing", "")
+    state.catalog.set_check_status("service:s", "critical", "again")
     now[0] += 30
-    assert state.reap_candidates() == []
+    assert state.catalog.reap_candidates() == []
 
 
 # ---------------------------------------------------------------------------------------------- 19-25 KV

@@ -52,7 +52,7 @@ def test_missing_service_answers_catalog_max_and_wakes_on_creation(
     resp = client.get("/v1/health/service/later")
     assert resp.json() == []
     index = index_of(resp)
-    assert index == registry.call(registry.state.catalog_max_index)
+    assert index == registry.call(registry.state.catalog.catalog_max_index)
 
     def blocked() -> httpx.Response:
         with httpx.Client(base_url=registry.url, timeout=30) as c:

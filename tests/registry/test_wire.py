@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from stator.config.durations import DurationError
+from stator.config.durations import format_duration_ns as duration_string
+from stator.config.durations import parse_duration_ns as parse_duration
 from stator.registry.decode import DecodeError, load_json
 from stator.registry.wire import (
     GoError,
     clean_path,
-    duration_string,
     parse_bool,
-    parse_duration,
     parse_query,
     parse_uint,
     query_encode,
@@ -53,7 +54,7 @@ def test_parse_duration(text: str, ns: int) -> None:
     ],
 )
 def test_parse_duration_errors(text: str, error: str) -> None:
-    with pytest.raises(GoError) as exc:
+    with pytest.raises(DurationError) as exc:
         parse_duration(text)
     assert str(exc.value) == error
 

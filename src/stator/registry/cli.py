@@ -10,12 +10,10 @@ import asyncio
 import ipaddress
 import os
 import secrets
-import signal
 import socket
 import string
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import cast
 
 from stator.logs import Logger, stdlib
@@ -47,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=["json", "logfmt", "console"],
         default=os.environ.get("STATOR_LOG_FORMAT", "json"),
         help="log line format (default: $STATOR_LOG_FORMAT or json)",
+    )
+    p.add_argument(
+        "--dev-session-ttl-multiplier",
+        type=float,
+        default=2.0,
+        metavar="X",
+        help="a session expires TTL x X after its last renewal (Consul: 2). Lower it only in tests, to see "
+        "expiry and lock hand-over fast with Consul's 10 s minimum TTL",
     )
     p.add_argument("--node", default=socket.gethostname(), help="node name (default: the host name)")
     p.add_argument("--datacenter", default="dc1", help="datacenter name (default dc1)")
@@ -102,6 +108,7 @@ def main(argv: list[str]) -> int:
             node_name=args.node,
             datacenter=args.datacenter,
             node_address=args.advertise or _advertise(host),
+            session_ttl_multiplier=args.dev_session_ttl_multiplier,
         )
         server = build_server(app)
         logger.info(
@@ -114,19 +121,12 @@ def main(argv: list[str]) -> int:
             note="dev registry: one machine (demo, development, CI); production uses Consul",
         )
 
-        # uvicorn re-raises the signal that stopped it once it has shut down, to let the previous handler act;
-        # ours does nothing, so a SIGTERM/SIGINT ends in a clean return (exit 0) after the graceful shutdown.
-        def ignore(signum: int, frame: FrameType | None) -> None:
-            pass
-
-        previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # SIGTERM/SIGINT start a graceful shutdown (parked queries answered, snapshot written): exit 0.
         try:
-            _run(server.serve(sockets=[sock]))
-        except SystemExit:  # uvicorn exits this way when the lifespan startup fails (already logged)
+            _run(server.serve([sock], handle_signals=True))
+        except Exception:  # startup failed (already logged)
             return 1
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             sock.close()
         if not server.started:
             return 1

@@ -9,6 +9,8 @@ canonical field name, which :func:`decode_registration` turns into :class:`Servi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import re
@@ -16,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from stator.config.durations import DurationError as GoError
+from stator.config.durations import parse_duration_ns as parse_duration
 from stator.registry.errors import APIError
 from stator.registry.model import VALID_STATUSES, CheckDef, ServiceDef
-from stator.registry.wire import GoError, go_quote, parse_duration
+from stator.registry.wire import go_quote
 
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
@@ -523,3 +527,139 @@ def _default_tagged_addresses(svc: ServiceDef) -> None:
 def decode_check_update(body: bytes) -> tuple[str, str]:
     raw = decode_body(body, CHECK_UPDATE)
     return raw.get("Status", ""), raw.get("Output", "")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PUT /v1/agent/check/register (structs.CheckDefinition: the CheckType fields plus the check's identity)
+
+CHECK_DEFINITION: Final = Schema(
+    "structs.CheckDefinition",
+    {
+        **{k: v for k, v in CHECK_TYPE.fields.items() if k != "CheckID"},
+        "ID": S,
+        "ServiceID": S,
+        "Token": S,
+        "service_id": Field(_str, alias_of="ServiceID"),
+    },
+)
+
+
+def decode_check_registration(body: bytes) -> tuple[str, str, str, CheckDef]:
+    """(check ID, name, service ID, definition) with Consul's checks in order: decode, name, status, type."""
+    raw = decode_body(body, CHECK_DEFINITION)
+    name = raw.get("Name", "")
+    if not name:
+        raise APIError(400, "Missing check name")
+    status = raw.get("Status", "")
+    if status and status not in VALID_STATUSES:
+        raise APIError(400, "Bad check status")
+    check = _check_def(raw)
+    problem = validate_check(check)
+    if problem:
+        raise APIError(400, f"Invalid check: {problem}")
+    if check.is_script():
+        raise APIError(
+            500,
+            "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true",
+        )
+    return raw.get("ID", "") or name, name, raw.get("ServiceID", ""), check
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PUT /v1/session/create (structs.Session; LockDelay as a Go duration or a number, small numbers are seconds)
+
+
+def _lock_delay(value: Any, path: str) -> int | None:
+    if isinstance(value, str):
+        try:
+            ns = parse_duration(value)
+        except GoError as exc:
+            raise DecodeError(str(exc)) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        ns = int(value)
+    else:
+        return None
+    return ns * 1_000_000_000 if ns < 1000 else ns
+
+
+SERVICE_CHECK: Final = Schema("structs.ServiceCheck", {"ID": S, "Namespace": S})
+
+SESSION: Final = Schema(
+    "structs.Session",
+    {
+        "ID": S,
+        "Name": S,
+        "Node": S,
+        "LockDelay": Field(_lock_delay),
+        "Behavior": S,
+        "TTL": S,
+        "NodeChecks": Field(_str_list),
+        "ServiceChecks": Field(_nested_list(SERVICE_CHECK)),
+        "Checks": Field(_str_list),
+        "CreateIndex": INT,
+        "ModifyIndex": INT,
+    },
+)
+
+
+def decode_session(body: bytes) -> dict[str, Any]:
+    """The fields given in a session creation body (an empty body means every default)."""
+    if not body:
+        return {}
+    return decode_body(body, SESSION)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PUT /v1/txn (api.TxnOps: KV operations)
+
+
+def _b64(value: Any, path: str) -> bytes:
+    if not isinstance(value, str):
+        raise _type_error(value, path, "[]uint8")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecodeError("illegal base64 data at input byte 0") from None
+
+
+def _uint(value: Any, path: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < (1 << 64):
+        return value
+    raise _type_error(value, path, "uint64")
+
+
+TXN_KV: Final = Schema(
+    "api.KVTxnOp",
+    {
+        "Verb": S,
+        "Key": S,
+        "Value": Field(_b64),
+        "Flags": Field(_uint),
+        "Index": Field(_uint),
+        "Session": S,
+        "Namespace": S,
+        "Partition": S,
+    },
+)
+TXN_OP: Final = Schema(
+    "api.TxnOp",
+    {
+        "KV": Field(_nested(TXN_KV)),
+        "Node": Field(_object),
+        "Service": Field(_object),
+        "Check": Field(_object),
+    },
+)
+
+
+def decode_txn(body: bytes) -> list[dict[str, Any]]:
+    """The operations of a transaction; errors are Consul's ``Failed to parse body: …`` (400)."""
+    try:
+        value = load_json(body)
+        if value is None:
+            return []
+        if not isinstance(value, list) or isinstance(value, Pairs):
+            raise DecodeError(f"json: cannot unmarshal {_json_type(value)} into Go value of type api.TxnOps")
+        return [{} if v is None else TXN_OP.decode(v, "TxnOp") for v in value]
+    except DecodeError as exc:
+        raise APIError(400, f"Failed to parse body: {exc}") from None

@@ -52,9 +52,9 @@ class Persister:
         self.logger.info(
             "snapshot restored",
             path=str(self.path),
-            services=len(self.state.agent_services),
-            checks=len(self.state.agent_checks),
-            keys=self.state.kv_count(),
+            services=len(self.state.catalog.agent_services),
+            checks=len(self.state.catalog.agent_checks),
+            keys=self.state.kv.count(),
             index=self.state.index,
         )
 

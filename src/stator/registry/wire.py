@@ -1,9 +1,10 @@
 """Go-compatible wire helpers: the parts of Go's standard library whose exact behaviour Consul clients see.
 
-Consul is a Go program, so its error texts and edge cases are those of ``time.ParseDuration``,
-``strconv.ParseUint``/``ParseBool``, ``url.ParseQuery``/``Values.Encode`` and ``path.Clean``. Clients and tests
-match on those texts, so they are reproduced here rather than approximated with Python's own parsers (which
-accept ``"+5"``, ``"5_0"``, Unicode digits, ``"1e3"`` and other inputs Go rejects).
+Consul is a Go program, so its error texts and edge cases are those of ``strconv.ParseUint``/``ParseBool``,
+``url.ParseQuery``/``Values.Encode`` and ``path.Clean``. Clients and tests match on those texts, so they are
+reproduced here rather than approximated with Python's own parsers (which accept ``"+5"``, ``"5_0"``, Unicode
+digits, ``"1e3"`` and other inputs Go rejects). ``time.ParseDuration`` lives in :mod:`stator.config.durations`,
+the project's one duration parser.
 """
 
 from __future__ import annotations
@@ -11,23 +12,6 @@ from __future__ import annotations
 import re
 from typing import Final
 
-_NS: Final = 1
-_US: Final = 1_000
-_MS: Final = 1_000_000
-_S: Final = 1_000_000_000
-_M: Final = 60 * _S
-_H: Final = 60 * _M
-_UNITS: Final[dict[str, int]] = {
-    "ns": _NS,
-    "us": _US,
-    "\u00b5s": _US,  # micro sign
-    "\u03bcs": _US,  # Greek small letter mu
-    "ms": _MS,
-    "s": _S,
-    "m": _M,
-    "h": _H,
-}
-_MAX_INT64: Final = (1 << 63) - 1
 _MAX_UINT64: Final = (1 << 64) - 1
 
 
@@ -66,107 +50,6 @@ def go_quote(text: str) -> str:
             out.append(f"\\U{code:08x}")
     out.append('"')
     return "".join(out)
-
-
-def parse_duration(text: str) -> int:
-    """``time.ParseDuration``: a Go duration string to integer nanoseconds, with Go's error texts."""
-    orig = text
-    s = text
-    neg = False
-    if s and s[0] in "+-":
-        neg = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise _invalid_duration(orig)
-    total = 0
-    while s:
-        if not (s[0] == "." or "0" <= s[0] <= "9"):
-            raise _invalid_duration(orig)
-        # Leading integer part.
-        i = 0
-        while i < len(s) and "0" <= s[i] <= "9":
-            i += 1
-        pre = i > 0
-        whole = int(s[:i]) if pre else 0
-        if whole > _MAX_INT64:
-            raise _invalid_duration(orig)
-        s = s[i:]
-        # Optional fraction: Go keeps the digits that fit and ignores the rest (precision, not an error).
-        frac_digits = ""
-        post = False
-        if s and s[0] == ".":
-            s = s[1:]
-            j = 0
-            while j < len(s) and "0" <= s[j] <= "9":
-                j += 1
-            post = j > 0
-            frac_digits = s[:j]
-            s = s[j:]
-        if not pre and not post:
-            raise _invalid_duration(orig)
-        # Unit: everything up to the next digit or dot.
-        k = 0
-        while k < len(s) and not (s[k] == "." or "0" <= s[k] <= "9"):
-            k += 1
-        if k == 0:
-            raise GoError("time: missing unit in duration " + go_quote(orig))
-        unit_text = s[:k]
-        s = s[k:]
-        unit = _UNITS.get(unit_text)
-        if unit is None:
-            raise GoError("time: unknown unit " + go_quote(unit_text) + " in duration " + go_quote(orig))
-        if whole > (1 << 63) // unit:
-            raise _invalid_duration(orig)
-        value = whole * unit
-        if frac_digits:
-            frac_digits = frac_digits[:18]
-            value += int(int(frac_digits) * (unit / 10 ** len(frac_digits)))
-            if value > 1 << 63:
-                raise _invalid_duration(orig)
-        total += value
-        if total > 1 << 63:
-            raise _invalid_duration(orig)
-    if neg:
-        return -total
-    if total > _MAX_INT64:
-        raise _invalid_duration(orig)
-    return total
-
-
-def _invalid_duration(orig: str) -> GoError:
-    return GoError("time: invalid duration " + go_quote(orig))
-
-
-def duration_string(ns: int) -> str:
-    """``time.Duration.String``: ``1m30s``, ``500ms``, ``1.5µs``, ``0s``."""
-    if ns == 0:
-        return "0s"
-    neg = ns < 0
-    u = -ns if neg else ns
-    sign = "-" if neg else ""
-    if u < _S:
-        if u < _US:
-            return f"{sign}{u}ns"
-        if u < _MS:
-            return f"{sign}{_fmt_frac(u, 3)}\u00b5s"
-        return f"{sign}{_fmt_frac(u, 6)}ms"
-    hours, rem = divmod(u, _H)
-    minutes, rem = divmod(rem, _M)
-    out = sign
-    if hours:
-        out += f"{hours}h"
-    if hours or minutes:
-        out += f"{minutes}m"
-    return out + _fmt_frac(rem, 9) + "s"
-
-
-def _fmt_frac(value: int, digits: int) -> str:
-    whole, frac = divmod(value, 10**digits)
-    if not frac:
-        return str(whole)
-    return f"{whole}." + f"{frac:0{digits}d}".rstrip("0")
 
 
 _DIGITS = re.compile(r"[0-9]+")

@@ -1,35 +1,40 @@
-"""The registry's state: agent services and checks, the catalog view synced from them, the KV store, Raft-like
-indexes, and the waiters of blocking queries. Pure logic on the event loop thread: no HTTP, no timers, no locks
-(every mutation runs to completion between awaits, which is what makes a lost wake-up impossible).
+"""The agent's services and checks, and the catalog and health views synced from them.
 
 Two views, as in Consul: the *agent* view (``/v1/agent/*``) changes at once; the *catalog* view (what
 ``/v1/catalog/*`` and ``/v1/health/*`` serve, with Create/ModifyIndex) follows through "anti-entropy": a
 registration or a status change is synced immediately, an output-only change is deferred (Consul waits
 ``check_update_interval``) so a check whose body changes on every probe does not wake every watcher.
+Node-level checks (``serfHealth``, node maintenance, checks registered without a service) belong to every
+service of the node: a change to one moves every service's index, as in Consul's state store.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import bisect
 import hashlib
 import ipaddress
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import orjson
 
+from stator.config.durations import format_duration_ns as duration_string
 from stator.registry.model import CRITICAL, PASSING, CheckDef, ServiceDef
-from stator.registry.wire import duration_string
+from stator.registry.state.watch import Watch
 
 DEFAULT_OUTPUT_MAX: Final = 4096
 CONSUL_VERSION: Final = "1.15.4"
+MAINT_SERVICE_PREFIX: Final = "_service_maintenance:"
+MAINT_NODE: Final = "_node_maintenance"
+DEFAULT_SERVICE_MAINT_REASON: Final = (
+    "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+)
+DEFAULT_NODE_MAINT_REASON: Final = (
+    "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+)
 
-Topic = tuple[Hashable, ...]
 JSON = dict[str, Any]
 
 
@@ -41,42 +46,6 @@ class Observer(Protocol):
     def checks_stopped(self, check_ids: list[str]) -> None: ...
 
     def changed(self) -> None: ...
-
-
-@dataclass
-class KVEntry:
-    key: str
-    value: bytes | None
-    flags: int
-    create_index: int
-    modify_index: int
-    lock_index: int = 0
-    session: str = ""
-    _json: JSON | None = field(default=None, repr=False, compare=False)
-    _body: bytes | None = field(default=None, repr=False, compare=False)
-
-    def body(self) -> bytes:
-        """``[entry]`` encoded, cached: what a plain ``GET /v1/kv/<key>`` answers."""
-        if self._body is None:
-            self._body = orjson.dumps([self.to_json()])
-        return self._body
-
-    def to_json(self) -> JSON:
-        # Entries are replaced, never mutated, so the encoded form can be cached: a thousand watchers woken by
-        # one PUT all serve this same dict.
-        if self._json is None:
-            out: JSON = {
-                "LockIndex": self.lock_index,
-                "Key": self.key,
-                "Flags": self.flags,
-                "Value": base64.b64encode(self.value).decode() if self.value else None,
-                "CreateIndex": self.create_index,
-                "ModifyIndex": self.modify_index,
-            }
-            if self.session:
-                out["Session"] = self.session
-            self._json = out
-        return self._json
 
 
 @dataclass
@@ -96,10 +65,12 @@ class AgentCheck:
     critical_since: float | None = None
     # Effective reap timeout in seconds (floored), None when the check does not reap.
     reap_after: float | None = None
+    # Checks the agent makes itself (maintenance) have a type of their own and no definition.
+    kind: str = ""
 
     @property
     def type(self) -> str:
-        return self.definition.type()
+        return self.kind or self.definition.type()
 
     def to_json(self, node: str, create_index: int = 0, modify_index: int = 0) -> JSON:
         d = self.definition
@@ -113,7 +84,7 @@ class AgentCheck:
             "ServiceID": self.service_id,
             "ServiceName": self.service_name,
             "ServiceTags": list(self.service_tags),
-            "Type": d.type(),
+            "Type": self.type,
             "Interval": duration_string(d.interval_ns) if d.interval_ns else "",
             "Timeout": duration_string(d.timeout_ns) if d.timeout_ns else "",
             "ExposedPort": 0,
@@ -142,11 +113,12 @@ def _lower(name: str) -> str:
     return name.lower()
 
 
-class State:
-    """All registry state. Construct, then drive from one event loop thread."""
+class Catalog:
+    """The agent's services and checks and the catalog synced from them. Drive from one event loop thread."""
 
     def __init__(
         self,
+        watch: Watch,
         *,
         node_name: str = "stator-registry",
         datacenter: str = "dc1",
@@ -155,6 +127,7 @@ class State:
         dcsa_min: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.watch = watch
         self.node_name = node_name
         self.datacenter = datacenter
         self.node_address = node_address
@@ -163,11 +136,6 @@ class State:
         self.dcsa_min = dcsa_min
         self.clock = clock
         self.observers: list[Observer] = []
-        self.shutting_down = False
-
-        self._index = 0
-        # Table indexes, as in Consul's state store: the index of the last write to each table.
-        self._tables: dict[str, int] = {"nodes": 0, "services": 0, "checks": 0, "kvs": 0}
         # Per-service-name index (lower-cased name): bumped by any change to an instance or its checks.
         self._svc_index: dict[str, int] = {}
 
@@ -177,49 +145,53 @@ class State:
         self._cat_checks: dict[str, CatalogEntry] = {}
         self._node_index = 0
         self._serf_check: CatalogEntry | None = None
-
-        self._kv: dict[str, KVEntry] = {}
-        self._kv_keys: list[str] = []
-        self._tombstones: dict[str, tuple[int, float]] = {}
-        self._tomb_keys: list[str] = []
-
-        self._waiters: dict[Topic, set[asyncio.Future[None]]] = {}
-        self._kv_prefix_topics: dict[str, int] = {}
-        self._waiter_count = 0
-
+        # Called with checks that turned critical or went away (sessions bound to them end).
+        self.on_checks_failed: Callable[[list[str]], object] | None = None
         self._bootstrap()
 
     # ------------------------------------------------------------------------------------------ indexes
 
-    @property
-    def index(self) -> int:
-        return self._index
+    def _notify_changed(self) -> None:
+        for obs in self.observers:
+            obs.changed()
 
-    def _bump(self) -> int:
-        self._index += 1
-        return self._index
+    def _failed(self, check_ids: list[str]) -> None:
+        if check_ids and self.on_checks_failed is not None:
+            self.on_checks_failed(check_ids)
+
+    def check_status(self, check_id: str) -> str | None:
+        """The status of a check of this node in the catalog, None when there is no such check."""
+        if check_id == "serfHealth" and self._serf_check is not None:
+            return str(self._serf_check.view["Status"])
+        check = self.agent_checks.get(check_id)
+        return check.status if check is not None else None
+
+    def _touch(self, table: str, idx: int) -> None:
+        self.watch.tables[table] = idx
+        self.watch.notify((table,))
 
     def catalog_max_index(self) -> int:
-        return max(self._tables["nodes"], self._tables["services"], self._tables["checks"], 1)
+        t = self.watch.tables
+        return max(t["nodes"], t["services"], t["checks"], 1)
 
     def services_index(self) -> int:
-        return max(self._tables["services"], 1)
+        return self.watch.table("services")
+
+    def checks_index(self) -> int:
+        return self.watch.table("checks")
 
     def service_index(self, name: str) -> int:
         """Per-service index (Consul 1.0.7+); a service with no instances answers with the catalog's max."""
         idx = self._svc_index.get(_lower(name))
         return idx if idx is not None else self.catalog_max_index()
 
-    def kv_table_index(self) -> int:
-        return max(self._tables["kvs"], 1)
-
     # ------------------------------------------------------------------------------------------ node
 
     def _bootstrap(self) -> None:
         # The node, its serfHealth check and the "consul" service exist from the start, as on a real server.
-        idx = self._bump()
+        idx = self.watch.bump()
         self._node_index = idx
-        self._tables["nodes"] = idx
+        self._touch("nodes", idx)
         self._serf_check = CatalogEntry(
             {
                 "Node": self.node_name,
@@ -240,11 +212,11 @@ class State:
             idx,
             idx,
         )
-        self._tables["checks"] = idx
+        self._touch("checks", idx)
         consul = ServiceDef(id="consul", name="consul", port=8300)
         self._cat_services["consul"] = CatalogEntry(self._service_view(consul), idx, idx)
         self._svc_index["consul"] = idx
-        self._tables["services"] = idx
+        self._touch("services", idx)
 
     def node_tagged_addresses(self) -> dict[str, str]:
         try:
@@ -425,26 +397,27 @@ class State:
         stopped = [cid for cid, c in self.agent_checks.items() if c.service_id == service_id]
         for cid in stopped:
             del self.agent_checks[cid]
-        idx = self._bump()
+        idx = self.watch.bump()
         lname = _lower(svc.name)
         if self._cat_services.pop(service_id, None) is not None:
-            self._tables["services"] = idx
+            self._touch("services", idx)
         for cid in stopped:
             if self._cat_checks.pop(cid, None) is not None:
-                self._tables["checks"] = idx
+                self._touch("checks", idx)
         if any(_lower(e.view["Service"]) == lname for e in self._cat_services.values()):
             self._svc_index[lname] = idx
         else:
             # The last instance is gone: the service index disappears, readers fall back to the catalog max.
             self._svc_index.pop(lname, None)
-            self._tables["services"] = idx
-        self._notify(("svc", lname))
-        self._notify(("services",))
-        self._notify(("agentsvc", service_id))
+            self._touch("services", idx)
+        self.watch.notify(("svc", lname))
+        self.watch.notify(("services",))
+        self.watch.notify(("agentsvc", service_id))
         self._notify_changed()
         for obs in self.observers:
             if stopped:
                 obs.checks_stopped(stopped)
+        self._failed(stopped)
         return True
 
     def set_check_status(self, check_id: str, status: str, output: str) -> str:
@@ -469,6 +442,8 @@ class State:
         check.output = output
         self._sync_checks([check_id])
         self._notify_changed()
+        if status == CRITICAL:
+            self._failed([check_id])
         return "synced"
 
     def sync_check(self, check_id: str) -> None:
@@ -493,29 +468,29 @@ class State:
         old_name = _lower(old.view["Service"]) if old is not None else None
         if not svc_changed and not changes:
             return
-        idx = self._bump()
+        idx = self.watch.bump()
         lname = _lower(svc.name)
         if svc_changed:
             create = old.create_index if old is not None else idx
             self._cat_services[service_id] = CatalogEntry(view, create, idx)
-            self._tables["services"] = idx
+            self._touch("services", idx)
         for cid, cview in changes:
             entry = self._cat_checks.get(cid)
             create = entry.create_index if entry is not None else idx
             self._cat_checks[cid] = CatalogEntry(_strip_indexes(cview), create, idx)
-            self._tables["checks"] = idx
+            self._touch("checks", idx)
         self._svc_index[lname] = idx
-        self._notify(("svc", lname))
+        self.watch.notify(("svc", lname))
         if svc_changed:
-            self._notify(("services",))
-            self._notify(("agentsvc", service_id))
+            self.watch.notify(("services",))
+            self.watch.notify(("agentsvc", service_id))
         if old_name is not None and old_name != lname:
             # The instance was renamed: its old service loses it.
             if any(_lower(e.view["Service"]) == old_name for e in self._cat_services.values()):
                 self._svc_index[old_name] = idx
             else:
                 self._svc_index.pop(old_name, None)
-            self._notify(("svc", old_name))
+            self.watch.notify(("svc", old_name))
 
     def _sync_checks(self, check_ids: Iterable[str]) -> None:
         changes: list[tuple[str, JSON]] = []
@@ -527,29 +502,108 @@ class State:
                 changes.append((cid, view))
         if not changes:
             return
-        idx = self._bump()
+        idx = self.watch.bump()
         names: set[str] = set()
         for cid, view in changes:
             entry = self._cat_checks.get(cid)
             create = entry.create_index if entry is not None else idx
             self._cat_checks[cid] = CatalogEntry(view, create, idx)
             names.add(_lower(view["ServiceName"]))
-        self._tables["checks"] = idx
+        self._touch("checks", idx)
+        self._services_touched(names, idx)
+
+    def _services_touched(self, names: set[str], idx: int) -> None:
+        """Move the index of the services whose health changed; a node-level check ("" service) touches all."""
+        if "" in names:
+            names = names | set(self._svc_index)
         for name in names:
             if name in self._svc_index:
                 self._svc_index[name] = idx
-            self._notify(("svc", name))
+            self.watch.notify(("svc", name))
 
     def _drop_catalog_check(self, check_id: str, service_name: str | None = None) -> None:
         entry = self._cat_checks.pop(check_id, None)
         if entry is None:
             return
-        idx = self._bump()
-        self._tables["checks"] = idx
-        name = _lower(service_name or entry.view["ServiceName"])
-        if name in self._svc_index:
-            self._svc_index[name] = idx
-        self._notify(("svc", name))
+        idx = self.watch.bump()
+        self._touch("checks", idx)
+        name = _lower(service_name if service_name is not None else entry.view["ServiceName"])
+        self._services_touched({name}, idx)
+
+    # ------------------------------------------------------------------------------------------ checks
+
+    def register_check(self, check_id: str, name: str, service_id: str, definition: CheckDef, status: str) -> None:
+        """``PUT /v1/agent/check/register``: a check of its own, on the node or bound to a service. A check with
+        the same ID is replaced, keeping its status and output."""
+        svc = self.agent_services.get(service_id) if service_id else None
+        old = self.agent_checks.get(check_id)
+        output = ""
+        if old is not None:
+            status, output = old.status, old.output
+            if old.service_id != service_id:
+                self._drop_catalog_check(check_id)
+        self.agent_checks[check_id] = AgentCheck(
+            check_id=check_id,
+            name=name,
+            service_id=service_id,
+            service_name=svc.name if svc is not None else "",
+            service_tags=list(svc.tags) if svc is not None else [],
+            definition=definition,
+            status=status or CRITICAL,
+            output=output,
+            reap_after=self.effective_reap_after(definition.dcsa_ns) if service_id else None,
+        )
+        self._sync_checks([check_id])
+        self._notify_changed()
+        for obs in self.observers:
+            obs.checks_started([check_id])
+
+    def deregister_check(self, check_id: str) -> bool:
+        check = self.agent_checks.pop(check_id, None)
+        if check is None:
+            return False
+        self._drop_catalog_check(check_id, check.service_name)
+        self._notify_changed()
+        for obs in self.observers:
+            obs.checks_stopped([check_id])
+        self._failed([check_id])
+        return True
+
+    def _add_maintenance(self, check_id: str, name: str, reason: str, svc: ServiceDef | None) -> None:
+        self.agent_checks[check_id] = AgentCheck(
+            check_id=check_id,
+            name=name,
+            service_id=svc.id if svc is not None else "",
+            service_name=svc.name if svc is not None else "",
+            service_tags=list(svc.tags) if svc is not None else [],
+            definition=CheckDef(notes=reason),
+            status=CRITICAL,
+            kind="maintenance",
+        )
+        self._sync_checks([check_id])
+        self._notify_changed()
+        self._failed([check_id])
+
+    def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool:
+        """Consul's Enable/DisableServiceMaintenance: a critical ``_service_maintenance:<id>`` check (enabling
+        twice keeps the first reason). False when the service is unknown."""
+        svc = self.agent_services.get(service_id)
+        if svc is None:
+            return False
+        check_id = MAINT_SERVICE_PREFIX + service_id
+        if enable:
+            if check_id not in self.agent_checks:
+                self._add_maintenance(check_id, "Service Maintenance Mode", reason or DEFAULT_SERVICE_MAINT_REASON, svc)
+        elif check_id in self.agent_checks:
+            self.deregister_check(check_id)
+        return True
+
+    def set_node_maintenance(self, enable: bool, reason: str) -> None:
+        if enable:
+            if MAINT_NODE not in self.agent_checks:
+                self._add_maintenance(MAINT_NODE, "Node Maintenance Mode", reason or DEFAULT_NODE_MAINT_REASON, None)
+        elif MAINT_NODE in self.agent_checks:
+            self.deregister_check(MAINT_NODE)
 
     # ------------------------------------------------------------------------------------------ reaping
 
@@ -634,19 +688,65 @@ class State:
         out = [self._service_row(e) for e in self._instances(name, tags, node_meta)]
         return self.service_index(name), out
 
+    @staticmethod
+    def _row(entry: CatalogEntry) -> JSON:
+        return {**entry.view, "CreateIndex": entry.create_index, "ModifyIndex": entry.modify_index}
+
     def _checks_for(self, service_id: str) -> list[JSON]:
-        out = []
+        """The checks that decide an instance's health: the node's own, then the service's, each by CheckID."""
+        node_rows = [self._row(e) for e in self._cat_checks.values() if e.view["ServiceID"] == ""]
         if self._serf_check is not None:
-            s = self._serf_check
-            out.append({**s.view, "CreateIndex": s.create_index, "ModifyIndex": s.modify_index})
-        rows = [
-            {**e.view, "CreateIndex": e.create_index, "ModifyIndex": e.modify_index}
-            for e in self._cat_checks.values()
-            if e.view["ServiceID"] == service_id
-        ]
+            node_rows.append(self._row(self._serf_check))
+        node_rows.sort(key=lambda r: str(r["CheckID"]))
+        rows = [self._row(e) for e in self._cat_checks.values() if e.view["ServiceID"] == service_id]
         rows.sort(key=lambda r: str(r["CheckID"]))
-        out.extend(rows)
-        return out
+        return node_rows + rows
+
+    def all_checks(self) -> list[JSON]:
+        rows = [self._row(e) for e in self._cat_checks.values()]
+        if self._serf_check is not None:
+            rows.append(self._row(self._serf_check))
+        rows.sort(key=lambda r: (str(r["ServiceID"]), str(r["CheckID"])))
+        return rows
+
+    def health_checks(self, name: str, node_meta: dict[str, str] | None = None) -> tuple[int, list[JSON]]:
+        """``/v1/health/checks/:service``: the checks of the service's instances (not the node's)."""
+        out: list[JSON] = []
+        for entry in self._instances(name, None, node_meta):
+            out.extend(
+                sorted(
+                    (self._row(e) for e in self._cat_checks.values() if e.view["ServiceID"] == entry.view["ID"]),
+                    key=lambda r: str(r["CheckID"]),
+                )
+            )
+        return self.service_index(name), out
+
+    def health_state(self, state: str, node_meta: dict[str, str] | None = None) -> tuple[int, list[JSON]]:
+        """``/v1/health/state/:state``: every check in that state (``any``: all of them)."""
+        rows: list[JSON] = []
+        if not node_meta or self.node_meta_matches(node_meta):
+            rows = [r for r in self.all_checks() if state == "any" or r["Status"] == state]
+        return self.checks_index(), rows
+
+    def health_node(self, node: str) -> tuple[int, list[JSON]]:
+        """``/v1/health/node/:node``: the node's checks, node-level and service ones."""
+        rows = self.all_checks() if node == self.node_name else []
+        return self.checks_index(), rows
+
+    def catalog_nodes(self, node_meta: dict[str, str] | None = None) -> tuple[int, list[JSON]]:
+        rows: list[JSON] = []
+        if not node_meta or self.node_meta_matches(node_meta):
+            n = self.node_json()
+            rows = [{**n, "Meta": n["Meta"]}]
+        return self.watch.table("nodes"), rows
+
+    def catalog_node(self, node: str) -> tuple[int, JSON | None]:
+        """``/v1/catalog/node/:node``: the node and its services by ID (``null`` for an unknown node)."""
+        index = max(self.watch.tables["nodes"], self.watch.tables["services"], 1)
+        if node != self.node_name:
+            return index, None
+        services = {sid: self._row(e) for sid, e in sorted(self._cat_services.items())}
+        return index, {"Node": self.node_json(), "Services": services}
 
     def health_service(
         self,
@@ -664,235 +764,6 @@ class State:
             service = {**entry.view, "CreateIndex": entry.create_index, "ModifyIndex": entry.modify_index}
             out.append({"Node": node, "Service": service, "Checks": checks})
         return self.service_index(name), out
-
-    # ------------------------------------------------------------------------------------------ KV
-
-    def kv_get(self, key: str) -> tuple[int, KVEntry | None]:
-        entry = self._kv.get(key)
-        if entry is not None:
-            return max(entry.modify_index, 1), entry
-        return self.kv_table_index(), None
-
-    def _scan(self, keys: list[str], prefix: str) -> Iterator[str]:
-        i = bisect.bisect_left(keys, prefix)
-        while i < len(keys) and keys[i].startswith(prefix):
-            yield keys[i]
-            i += 1
-
-    def _prefix_index(self, prefix: str, entries: list[KVEntry]) -> int:
-        """Max ModifyIndex under the prefix, tombstones included (so a delete moves the index forward);
-        the whole table's index for the empty prefix or when nothing is there."""
-        if prefix == "":
-            return self.kv_table_index()
-        idx = max((e.modify_index for e in entries), default=0)
-        for key in self._scan(self._tomb_keys, prefix):
-            idx = max(idx, self._tombstones[key][0])
-        return idx if idx else self.kv_table_index()
-
-    def kv_list(self, prefix: str) -> tuple[int, list[KVEntry]]:
-        entries = [self._kv[k] for k in self._scan(self._kv_keys, prefix)]
-        return self._prefix_index(prefix, entries), entries
-
-    def kv_keys(self, prefix: str, separator: str = "") -> tuple[int, list[str]]:
-        entries = [self._kv[k] for k in self._scan(self._kv_keys, prefix)]
-        keys: list[str] = []
-        prev = None
-        for e in entries:
-            if not separator:
-                keys.append(e.key)
-                continue
-            after = e.key[len(prefix) :]
-            pos = after.find(separator)
-            if pos >= 0:
-                k = e.key[: len(prefix) + pos + len(separator)]
-                if k != prev:
-                    keys.append(k)
-                    prev = k
-            else:
-                keys.append(e.key)
-        return self._prefix_index(prefix, entries), keys
-
-    def _kv_store(self, key: str, value: bytes | None, flags: int) -> None:
-        idx = self._bump()
-        old = self._kv.get(key)
-        if old is None:
-            bisect.insort(self._kv_keys, key)
-            self._kv[key] = KVEntry(key, value, flags, idx, idx)
-        else:
-            self._kv[key] = KVEntry(key, value, flags, old.create_index, idx, old.lock_index, old.session)
-        self._tables["kvs"] = idx
-        self._kv_notify(key)
-        self._notify_changed()
-
-    def kv_set(self, key: str, value: bytes | None, flags: int = 0) -> bool:
-        self._kv_store(key, value, flags)
-        return True
-
-    def kv_cas(self, key: str, value: bytes | None, flags: int, cas: int) -> bool:
-        """Check-and-set: ``cas=0`` only creates; otherwise only if the ModifyIndex is exactly ``cas``."""
-        old = self._kv.get(key)
-        if cas == 0:
-            if old is not None:
-                return False
-        elif old is None or old.modify_index != cas:
-            return False
-        self._kv_store(key, value, flags)
-        return True
-
-    def _kv_remove(self, key: str, idx: int, now: float) -> None:
-        del self._kv[key]
-        i = bisect.bisect_left(self._kv_keys, key)
-        del self._kv_keys[i]
-        if key not in self._tombstones:
-            bisect.insort(self._tomb_keys, key)
-        self._tombstones[key] = (idx, now)
-        self._kv_notify(key)
-
-    def kv_delete(self, key: str) -> bool:
-        if key in self._kv:
-            idx = self._bump()
-            self._kv_remove(key, idx, self.clock())
-            self._tables["kvs"] = idx
-            self._notify_changed()
-        return True
-
-    def kv_delete_cas(self, key: str, cas: int) -> bool:
-        entry = self._kv.get(key)
-        if entry is None or entry.modify_index != cas:
-            # Consul answers true for a missing key (nothing to protect), false for a mismatch.
-            return entry is None
-        self.kv_delete(key)
-        return True
-
-    def kv_delete_tree(self, prefix: str) -> bool:
-        keys = list(self._scan(self._kv_keys, prefix))
-        if keys:
-            idx = self._bump()
-            now = self.clock()
-            for key in keys:
-                self._kv_remove(key, idx, now)
-            self._tables["kvs"] = idx
-            self._notify_changed()
-        return True
-
-    def reap_tombstones(self, older_than: float) -> int:
-        """Forget tombstones recorded before ``older_than`` (Consul's tombstone GC)."""
-        dead = [k for k, (_, t) in self._tombstones.items() if t < older_than]
-        for key in dead:
-            del self._tombstones[key]
-            i = bisect.bisect_left(self._tomb_keys, key)
-            del self._tomb_keys[i]
-        return len(dead)
-
-    def kv_count(self) -> int:
-        return len(self._kv)
-
-    # ------------------------------------------------------------------------------------------ waiters
-
-    def add_waiter(self, topic: Topic, fut: asyncio.Future[None]) -> None:
-        self._waiters.setdefault(topic, set()).add(fut)
-        if topic[0] == "kvp":
-            prefix = str(topic[1])
-            self._kv_prefix_topics[prefix] = self._kv_prefix_topics.get(prefix, 0) + 1
-        self._waiter_count += 1
-
-    def remove_waiter(self, topic: Topic, fut: asyncio.Future[None]) -> None:
-        waiters = self._waiters.get(topic)
-        if waiters is None or fut not in waiters:
-            return
-        waiters.discard(fut)
-        if not waiters:
-            del self._waiters[topic]
-        if topic[0] == "kvp":
-            prefix = str(topic[1])
-            left = self._kv_prefix_topics[prefix] - 1
-            if left:
-                self._kv_prefix_topics[prefix] = left
-            else:
-                del self._kv_prefix_topics[prefix]
-        self._waiter_count -= 1
-
-    def waiter_count(self) -> int:
-        """Blocking queries currently parked (cheap: for tests and introspection)."""
-        return self._waiter_count
-
-    def _notify(self, topic: Topic) -> None:
-        waiters = self._waiters.get(topic)
-        if waiters:
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    def _kv_notify(self, key: str) -> None:
-        self._notify(("kv", key))
-        for prefix in self._kv_prefix_topics:
-            if key.startswith(prefix):
-                self._notify(("kvp", prefix))
-
-    def wake_all(self) -> None:
-        """Release every parked query (shutdown): they answer at once with what they have."""
-        self.shutting_down = True
-        for waiters in self._waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    def _notify_changed(self) -> None:
-        for obs in self.observers:
-            obs.changed()
-
-    # ------------------------------------------------------------------------------------------ snapshot
-
-    def snapshot(self) -> JSON:
-        """What ``--data-dir`` keeps: the index, KV, and registrations with their checks' last status."""
-        services = []
-        for svc in self.agent_services.values():
-            checks = [
-                {"definition": asdict(c.definition), "check_id": cid, "status": c.status, "output": c.output}
-                for cid, c in self.agent_checks.items()
-                if c.service_id == svc.id
-            ]
-            services.append({"service": asdict(svc), "checks": checks})
-        kv = [
-            {
-                "key": e.key,
-                "value": base64.b64encode(e.value).decode() if e.value is not None else None,
-                "flags": e.flags,
-                "create_index": e.create_index,
-                "modify_index": e.modify_index,
-            }
-            for e in self._kv.values()
-        ]
-        return {"version": 1, "index": self._index, "kv": kv, "services": services}
-
-    def restore(self, snap: JSON) -> None:
-        """Load a :meth:`snapshot` into a fresh state (indexes never go backwards across a restart)."""
-        self._index = max(self._index, int(snap.get("index", 0)))
-        for item in snap.get("kv", []):
-            raw = item.get("value")
-            value = base64.b64decode(raw) if raw is not None else None
-            entry = KVEntry(
-                item["key"], value, int(item["flags"]), int(item["create_index"]), int(item["modify_index"])
-            )
-            if entry.key not in self._kv:
-                bisect.insort(self._kv_keys, entry.key)
-            self._kv[entry.key] = entry
-            self._tables["kvs"] = max(self._tables["kvs"], entry.modify_index)
-        for item in snap.get("services", []):
-            sd = dict(item["service"])
-            sd["weights"] = tuple(sd.get("weights", (1, 1)))
-            svc = ServiceDef(**sd)
-            defs = []
-            saved: dict[str, tuple[str, str]] = {}
-            for c in item.get("checks", []):
-                d = CheckDef(**c["definition"])
-                d.check_id = c["check_id"]
-                defs.append(d)
-                saved[c["check_id"]] = (c["status"], c["output"])
-            # Seed the previous statuses so registration keeps them, exactly as a re-registration would.
-            for cid, (status, output) in saved.items():
-                self.agent_checks[cid] = AgentCheck(cid, "", svc.id, svc.name, [], CheckDef(), status, output)
-            self.register_service(svc, defs)
 
 
 def _strip_indexes(view: JSON) -> JSON:

@@ -1,0 +1,154 @@
+"""``/v1/catalog/*``, ``/v1/health/*`` and ``/v1/status/*``: the synced view, every read blocking-capable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stator.registry.endpoints.common import (
+    Call,
+    Context,
+    blocking,
+    check_dc,
+    json_response,
+    meta_headers,
+    node_meta,
+    predicate,
+    query_options,
+)
+from stator.registry.errors import APIError
+from stator.registry.http import Park, Response
+
+HEALTH_STATES = frozenset({"any", "passing", "warning", "critical"})
+
+
+def _list_encoder(call: Call) -> Any:
+    pred = predicate(call)
+
+    def encode(index: int, rows: list[Any]) -> Response:
+        if pred is not None:
+            rows = [r for r in rows if pred(r)]
+        return json_response(call, rows, meta_headers(index))
+
+    return encode
+
+
+async def catalog_datacenters(ctx: Context, call: Call) -> Response:
+    return json_response(call, [ctx.state.catalog.datacenter])
+
+
+async def status_leader(ctx: Context, call: Call) -> Response:
+    return json_response(call, f"{ctx.state.catalog.node_address}:8300")
+
+
+async def status_peers(ctx: Context, call: Call) -> Response:
+    return json_response(call, [f"{ctx.state.catalog.node_address}:8300"])
+
+
+async def catalog_services(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    check_dc(ctx, call)
+    meta = node_meta(call)
+    # The filter applies to each instance (ServiceNode fields), before the name -> tags aggregation.
+    pred = predicate(call)
+    c = ctx.state.catalog
+    return blocking(
+        ctx,
+        call,
+        opts,
+        ("services",),
+        lambda: c.catalog_services(meta, pred),
+        lambda index, out: json_response(call, out, meta_headers(index)),
+    )
+
+
+def _service_name(call: Call) -> str:
+    if not call.rest:
+        raise APIError(400, "Missing service name")
+    return call.rest
+
+
+async def catalog_service(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    tags = call.query["tag"] if call.has("tag") else None
+    name = _service_name(call)
+    check_dc(ctx, call)
+    meta = node_meta(call)
+    c = ctx.state.catalog
+    return blocking(
+        ctx, call, opts, ("svc", name.lower()), lambda: c.catalog_service(name, tags, meta), _list_encoder(call)
+    )
+
+
+async def catalog_nodes(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    check_dc(ctx, call)
+    meta = node_meta(call)
+    c = ctx.state.catalog
+    return blocking(ctx, call, opts, ("nodes",), lambda: c.catalog_nodes(meta), _list_encoder(call))
+
+
+async def catalog_node(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    if not call.rest:
+        raise APIError(400, "Missing node name")
+    check_dc(ctx, call)
+    c = ctx.state.catalog
+    node = call.rest
+    return blocking(
+        ctx,
+        call,
+        opts,
+        ("services",),
+        lambda: c.catalog_node(node),
+        lambda index, out: json_response(call, out, meta_headers(index)),
+    )
+
+
+async def health_service(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    tags = call.query["tag"] if call.has("tag") else None
+    name = _service_name(call)
+    passing = call.flag("passing", "Invalid value for ?passing")
+    check_dc(ctx, call)
+    meta = node_meta(call)
+    c = ctx.state.catalog
+    return blocking(
+        ctx,
+        call,
+        opts,
+        ("svc", name.lower()),
+        lambda: c.health_service(name, tags, meta, passing),
+        _list_encoder(call),
+    )
+
+
+async def health_checks(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    name = _service_name(call)
+    check_dc(ctx, call)
+    meta = node_meta(call)
+    c = ctx.state.catalog
+    return blocking(ctx, call, opts, ("svc", name.lower()), lambda: c.health_checks(name, meta), _list_encoder(call))
+
+
+async def health_state(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    state = call.rest
+    if not state:
+        raise APIError(400, "Missing check state")
+    if state not in HEALTH_STATES:
+        raise APIError(400, "Invalid check state")
+    check_dc(ctx, call)
+    meta = node_meta(call)
+    c = ctx.state.catalog
+    return blocking(ctx, call, opts, ("checks",), lambda: c.health_state(state, meta), _list_encoder(call))
+
+
+async def health_node(ctx: Context, call: Call) -> Response | Park:
+    opts = query_options(call)
+    if not call.rest:
+        raise APIError(400, "Missing node name")
+    check_dc(ctx, call)
+    c = ctx.state.catalog
+    node = call.rest
+    return blocking(ctx, call, opts, ("checks",), lambda: c.health_node(node), _list_encoder(call))

@@ -1,0 +1,146 @@
+"""The registry's state, one module per resource, all driven from the event loop thread (no locks: every
+mutation runs to completion between awaits, which is what makes a lost wake-up impossible):
+
+* :mod:`.watch` - the Raft-like indexes (global and per table) and the parked blocking queries;
+* :mod:`.catalog` - the agent's services and checks, the catalog and health views synced from them;
+* :mod:`.kv` - keys, tombstones, locks and lock-delays; :mod:`.txn` - atomic KV transactions;
+* :mod:`.sessions` - sessions, their TTLs and their invalidation.
+
+:class:`State` wires them together and owns what spans them: the snapshot for ``--data-dir``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from stator.registry.model import CheckDef, ServiceDef
+from stator.registry.state.catalog import CONSUL_VERSION, DEFAULT_OUTPUT_MAX, AgentCheck, Catalog, Observer
+from stator.registry.state.kv import KVEntry, KVError, KVStore
+from stator.registry.state.sessions import Sessions
+from stator.registry.state.watch import Topic, Watch
+
+__all__ = ["CONSUL_VERSION", "DEFAULT_OUTPUT_MAX", "KVEntry", "KVError", "Observer", "State", "Topic"]
+
+JSON = dict[str, Any]
+
+
+class State:
+    """All registry state. Construct, then drive from one event loop thread."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str = "stator-registry",
+        datacenter: str = "dc1",
+        node_address: str = "127.0.0.1",
+        node_id: str | None = None,
+        dcsa_min: float = 60.0,
+        session_ttl_multiplier: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.watch = Watch()
+        self.catalog = Catalog(
+            self.watch,
+            node_name=node_name,
+            datacenter=datacenter,
+            node_address=node_address,
+            node_id=node_id,
+            dcsa_min=dcsa_min,
+            clock=clock,
+        )
+        self.observers = self.catalog.observers
+        self.kv = KVStore(self.watch, clock, self._session_exists, self._changed)
+        self.sessions = Sessions(
+            self.watch,
+            self.kv,
+            node_name,
+            self.catalog.check_status,
+            self._changed,
+            ttl_multiplier=session_ttl_multiplier,
+        )
+        self.catalog.on_checks_failed = self.sessions.checks_failed
+
+    def _session_exists(self, session_id: str) -> bool:
+        return self.sessions.exists(session_id)
+
+    def _changed(self) -> None:
+        for obs in self.observers:
+            obs.changed()
+
+    @property
+    def index(self) -> int:
+        return self.watch.index
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.watch.shutting_down
+
+    def waiter_count(self) -> int:
+        """Blocking queries currently parked (cheap: for tests and introspection)."""
+        return self.watch.parked()
+
+    # ------------------------------------------------------------------------------------------ snapshot
+
+    def snapshot(self) -> JSON:
+        """What ``--data-dir`` keeps: the index, KV, and registrations with their checks' last status.
+        Sessions are not kept (as after a Consul agent's restart, their holders must create new ones), so
+        locks are released on restore."""
+        c = self.catalog
+        services = []
+        for svc in c.agent_services.values():
+            checks = [
+                {"definition": asdict(ch.definition), "check_id": cid, "status": ch.status, "output": ch.output}
+                for cid, ch in c.agent_checks.items()
+                if ch.service_id == svc.id
+            ]
+            services.append({"service": asdict(svc), "checks": checks})
+        kv = [
+            {
+                "key": e.key,
+                "value": base64.b64encode(e.value).decode() if e.value is not None else None,
+                "flags": e.flags,
+                "create_index": e.create_index,
+                "modify_index": e.modify_index,
+                "lock_index": e.lock_index,
+            }
+            for e in self.kv.all_entries()
+        ]
+        return {"version": 1, "index": self.watch.index, "kv": kv, "services": services}
+
+    def restore(self, snap: JSON) -> None:
+        """Load a :meth:`snapshot` into a fresh state (indexes never go backwards across a restart)."""
+        self.watch.restore_index(int(snap.get("index", 0)))
+        for item in snap.get("kv", []):
+            raw = item.get("value")
+            value = base64.b64decode(raw) if raw is not None else None
+            self.kv.restore_entry(
+                KVEntry(
+                    item["key"],
+                    value,
+                    int(item["flags"]),
+                    int(item["create_index"]),
+                    int(item["modify_index"]),
+                    int(item.get("lock_index", 0)),
+                )
+            )
+        c = self.catalog
+        for item in snap.get("services", []):
+            sd = dict(item["service"])
+            sd["weights"] = tuple(sd.get("weights", (1, 1)))
+            svc = ServiceDef(**sd)
+            defs = []
+            saved: dict[str, tuple[str, str]] = {}
+            for ch in item.get("checks", []):
+                d = CheckDef(**ch["definition"])
+                d.check_id = ch["check_id"]
+                defs.append(d)
+                saved[ch["check_id"]] = (ch["status"], ch["output"])
+            # Seed the previous statuses so registration keeps them, exactly as a re-registration would.
+            for cid, (status, output) in saved.items():
+                c.agent_checks[cid] = AgentCheck(cid, "", svc.id, svc.name, [], CheckDef(), status, output)
+            c.register_service(svc, defs)
