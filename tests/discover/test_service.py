@@ -102,10 +102,12 @@ def test_source_without_key_is_a_config_error(spawn: Any) -> None:
 
 def test_setup_discovery_wires_worker_monitor_and_metrics(tmp_path: Path) -> None:
     env = {"STATOR_DISCOVER_SOURCE": "file", "STATOR_DISCOVER_KEY": str(tmp_path / "s.json")}
-    service = Service(load_settings(env))
-    discover = setup_discovery(service)
+    service = Service(load_settings(env))  # the Service wires discovery itself, wherever it is served
+    discover = service.discovery
     assert isinstance(discover, Discover)
     assert discover in [w for w, _ in service._workers]
+    assert service.services.discover is discover  # /-/services follows it
     assert service.monitor()["discovery"]["state"] == "waiting"
     assert service.metrics.get_sample_value("stator_discovery_services") == 0
+    assert Service(load_settings({})).discovery is None
     assert setup_discovery(Service(load_settings({}))) is None

@@ -255,7 +255,7 @@ def _service(**env: str) -> Service:
 async def test_setup_registration_follows_stator_registry() -> None:
     assert setup_registration(_service()) is None
     service = _service(STATOR_REGISTRY="consul", STATOR_ROSTER_CHECK="ttl", STATOR_ROSTER_TTL="9s")
-    roster = setup_registration(service)
+    roster = service.roster  # the Service wires registration itself, wherever it is served
     assert roster is not None
     assert isinstance(roster.registrar, ConsulRegistrar)
     assert roster.registrar.check == "ttl" and roster.registrar.heartbeat_interval == 3.0

@@ -7,6 +7,10 @@ What it adds to httpx, and why:
 * the current ``request_id`` (from the log context) sent as ``X-Request-ID``, so an upstream's logs join ours;
 * debug logs of every exchange (method, url, status, elapsed_ms, request_id, headers) with credentials
   redacted — tokens travel in headers (``X-Consul-Token``, ``Authorization``) and must never reach a log;
+* credentials in a URL (``http://user:password@host``, a base URL or a request's) never travel *in* the URL:
+  they are taken out and sent as an ``Authorization: Basic`` header, so no URL this client (or httpx's own
+  log line, or an exception message) shows can carry them; a :class:`~stator.config.types.SecretURL` setting
+  is accepted as the base URL and its real credentials are used;
 * a list of *outgoing request hooks* (``HTTPClient.hooks``): each sees the request before it is sent and may
   return a callback that sees how it ended. Request-id propagation is the first hook; tracing (``traceparent``
   and client spans) plugs in the same way;
@@ -32,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 from httpx._client import UseClientDefault  # the type of httpx.USE_CLIENT_DEFAULT, not re-exported
 
+from stator.config.types import SecretURL, redact_url
 from stator.logs import Logger, bound
 from stator.logs.logger import DEFAULT_REDACT, REDACTED, TRUNCATED
 
@@ -126,7 +131,7 @@ def expect_2xx(response: httpx.Response, limit: int = BODY_EXCERPT) -> httpx.Res
         body = body_excerpt(response.content, limit)
     except httpx.ResponseNotRead:
         body = "(body not read)"
-    raise UnexpectedStatus(response.status_code, body, response.request.method, str(response.request.url))
+    raise UnexpectedStatus(response.status_code, body, response.request.method, safe_url(response.request.url))
 
 
 async def aexpect_2xx(response: httpx.Response, limit: int = BODY_EXCERPT) -> httpx.Response:
@@ -141,7 +146,9 @@ async def aexpect_2xx(response: httpx.Response, limit: int = BODY_EXCERPT) -> ht
                 break
     except httpx.HTTPError:
         pass  # the status is the news; a body cut short by the upstream still says something
-    raise UnexpectedStatus(response.status_code, body_excerpt(data, limit), response.request.method, str(response.url))
+    raise UnexpectedStatus(
+        response.status_code, body_excerpt(data, limit), response.request.method, safe_url(response.url)
+    )
 
 
 class HTTPClient:
@@ -154,7 +161,7 @@ class HTTPClient:
 
     def __init__(
         self,
-        base_url: str = "",
+        base_url: str | httpx.URL = "",
         *,
         logger: Logger | None = None,
         headers: Mapping[str, str] | None = None,
@@ -175,6 +182,8 @@ class HTTPClient:
         self._redact_cache: dict[str, bool] = {}
         # Request-id propagation first: later hooks (tracing) see the final headers.
         self.hooks: list[RequestHook] = [self._propagate_request_id, *hooks]
+        base_url, credentials = split_credentials(base_url)
+        default_headers = {**credentials, **(headers or {})}  # an explicit Authorization header wins
         if client is not None:
             self._client = client
             self._owned = False
@@ -182,7 +191,7 @@ class HTTPClient:
             verify: ssl.SSLContext | bool = tls.ssl_context() if tls else True
             self._client = httpx.AsyncClient(
                 base_url=base_url,
-                headers=dict(headers or {}),
+                headers=default_headers,
                 timeout=timeout,
                 verify=verify,
                 transport=transport,
@@ -226,11 +235,16 @@ class HTTPClient:
         if self.server_name:
             # Certificate name checked (and SNI sent) when it differs from the host dialled, like Go's ServerName.
             ext.setdefault("sni_hostname", self.server_name)
+        headers = options.get("headers")
+        if isinstance(url, SecretURL) or "@" in str(url):
+            url, credentials = split_credentials(url)
+            if credentials:
+                headers = {**credentials, **(headers or {})}
         return self._client.build_request(
             method,
             url,
             params=options.get("params"),
-            headers=options.get("headers"),
+            headers=headers,
             content=options.get("content"),
             json=options.get("json"),
             timeout=options.get("timeout", _DEFAULT),
@@ -379,7 +393,9 @@ class HTTPClient:
         return {k: (REDACTED if self._sensitive(k) else v) for k, v in headers.items()}
 
     def redact_url(self, url: httpx.URL) -> str:
-        """The URL for a log line; query values whose names look secret (``?token=``) are redacted."""
+        """The URL for a log line; userinfo and query values whose names look secret (``?token=``) are redacted."""
+        if url.userinfo:  # not sent by this client (see split_credentials), but an escape-hatch request may carry it
+            url = httpx.URL(redact_url(str(url)))
         if not url.query:
             return str(url)
         pairs = parse_qsl(url.query.decode(), keep_blank_values=True)
@@ -389,19 +405,43 @@ class HTTPClient:
         return str(url.copy_with(query=query.encode()))
 
 
+def split_credentials(url: str | httpx.URL) -> tuple[str | httpx.URL, dict[str, str]]:
+    """``url`` without its userinfo, and the userinfo as an ``Authorization: Basic`` header (``{}`` if none).
+
+    A :class:`SecretURL` gives its real credentials (its text is the redacted URL). Sending them as a header
+    rather than in the URL is what httpx does anyway; doing it here keeps them out of ``request.url`` — which
+    httpx logs at INFO and which exception messages and ``/monitor`` endpoints quote.
+    """
+    if isinstance(url, str) and not isinstance(url, SecretURL) and "@" not in url:
+        return url, {}  # the common case, with no parsing
+    if isinstance(url, httpx.URL):
+        if not url.userinfo:
+            return url, {}
+        url = str(url)
+    secret = url if isinstance(url, SecretURL) else SecretURL(url)
+    if secret.userinfo is None:
+        return secret.get_secret_value(), {}
+    return secret.bare, secret.auth_headers()
+
+
+def safe_url(url: str | httpx.URL) -> str:
+    """``url`` as text that may be shown: userinfo and secret query values redacted."""
+    return redact_url(str(url))
+
+
 async def _read_bounded(response: httpx.Response, max_body: int | None) -> None:
     if max_body is None:
         await response.aread()
         return
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
-        raise ResponseTooLarge(max_body, int(declared), str(response.url))
+        raise ResponseTooLarge(max_body, int(declared), safe_url(response.url))
     chunks: list[bytes] = []
     seen = 0
     async for chunk in response.aiter_bytes():
         seen += len(chunk)
         if seen > max_body:
-            raise ResponseTooLarge(max_body, seen, str(response.url))
+            raise ResponseTooLarge(max_body, seen, safe_url(response.url))
         chunks.append(chunk)
     # What httpx's own aread() does once the stream is consumed; it has no public way to store a body that
     # was read with a limit (tests/client cover that .content and .json() work afterwards).

@@ -17,7 +17,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from stator.config.settings import Settings
-from stator.config.types import EnvType
+from stator.config.types import EnvType, redact_url
 
 PREFIX = "STATOR_"
 REDACTED = "--redacted--"
@@ -71,10 +71,14 @@ def load_settings(environ: Mapping[str, str], model: type[Settings] = Settings) 
     data: dict[str, dict[str, Any]] = {}
     names: dict[tuple[str, str], str] = {}
     secrets: set[str] = set()
+    urls: set[str] = set()
     for group, field, env, info in _fields(model):
         names[(group, field)] = env
-        if _type_name(info) == "secret":
+        kind = _type_name(info)
+        if kind == "secret":
             secrets.add(env)
+        elif kind == "url":
+            urls.add(env)
         if env in environ:
             raw = environ[env]
             if raw == "" and info.default is None:
@@ -92,6 +96,8 @@ def load_settings(environ: Mapping[str, str], model: type[Settings] = Settings) 
                 where = f"{env} (unset)"
             elif env in secrets:
                 where = f"{env} (value hidden)"  # an error message must not leak a secret
+            elif env in urls:
+                where = f"{env}={redact_url(shown)!r}"  # nor a password in a URL
             else:
                 where = f"{env}={shown!r}"
             lines.append(f"{where}: {_message(err)}")

@@ -9,6 +9,9 @@ The rules (Consul's blocking-query guidance; ``docs/discovery.md``):
 * an index lower than the previous one (snapshot restore, KV reaping, a different server) resets N to 0, so the
   next request starts over without an index; an index below 1 is not sane and is used as 1, never 0, so the
   following request blocks instead of spinning;
+* "lower than the previous one" compares with the last index *observed*, not the one about to be sent (which
+  an error already reset to 0): a registry that restarted empty answers its first read with a small index, and
+  that observation is flagged ``reset`` so the watcher does not take the missing key for a deletion;
 * the HTTP read timeout is above W*17/16 (W plus Consul's maximum jitter) plus the ordinary request timeout —
   the seed's client timeout equal to the wait cut every idle query short and looked like an error;
 * after a timeout or a broken connection the next request is an immediate read (index 0): the registry may
@@ -67,6 +70,7 @@ class ConsulKVPoller:
         self.max_bytes = max_bytes
         self.request_timeout = request_timeout
         self.index = 0  # what the next request sends; 0 = no index (answer at once)
+        self.last_index = 0  # the last index observed (kept across errors, unlike ``index``)
         self.resets = 0  # how often the index went backwards
         self.requests = 0
 
@@ -115,8 +119,8 @@ class ConsulKVPoller:
                 raise PollError("http", str(exc)) from None
             data, modify_index = self._entry(resp.content)
             index = self._header_index(resp, fallback=modify_index)
-        self._advance(index)
-        return PollResult(data, max(index, 1))
+        went_back = self._advance(index)
+        return PollResult(data, max(index, 1), reset=went_back)
 
     def _header_index(self, resp: httpx.Response, fallback: int) -> int:
         raw = resp.headers.get("X-Consul-Index")
@@ -150,16 +154,22 @@ class ConsulKVPoller:
             raise PollError("oversize", f"value of {self._key!r} is {len(data)} bytes, over {self.max_bytes}")
         return data, modify if type(modify) is int else 0
 
-    def _advance(self, index: int) -> None:
+    def _advance(self, index: int) -> bool:
+        """Take ``index`` as the next one to block on; True when it went backwards since the last observation."""
         # Sanity first: 0 is never an index to block on (it would answer at once, forever), so it counts as 1;
         # and a 0 after a real index then reads as "went backwards" only if the real index was above 1.
         index = max(index, 1)
-        if index < self.index:
-            # Backwards: our index means nothing to this server; start over with an immediate read.
+        went_back = index < self.last_index
+        self.last_index = index
+        if went_back:
             self.resets += 1
+        if index < self.index:
+            # Backwards while blocking: our index means nothing to this server; start over with an immediate
+            # read. (After an error the read was already immediate, and this index is the new starting point.)
             self.index = 0
         else:
             self.index = index
+        return went_back
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -169,6 +179,7 @@ class ConsulKVPoller:
     def monitor(self) -> dict[str, Any]:
         return {
             "index": self.index,
+            "last_index": self.last_index,
             "wait_seconds": self.wait,
             "requests": self.requests,
             "index_resets": self.resets,

@@ -12,7 +12,12 @@ How the key is followed:
   arrive on reconnect; if etcd compacted those revisions away (``compact_revision`` in the answer), the
   poller starts over with a range read;
 * a watch idle for ``wait`` is closed and reopened from the same revision: a connection that died silently
-  (no RST from a vanished host) is noticed within ``wait``, as with Consul's blocking queries.
+  (no RST from a vanished host) is noticed within ``wait``, as with Consul's blocking queries;
+* a store whose revision is *behind* the last one seen (etcd restarted with an empty data dir, a restored
+  backup, another cluster) would hold a resumed watch until it reaches the old revision — silently, maybe for
+  ever. The watch's "created" answer carries the store's revision: when it is behind, the poller reads the key
+  afresh and flags the result ``reset``, so a key missing from the new store keeps the last good set (a
+  compaction is not a reset: it drops history, never live keys, so a key missing after one was deleted).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ _ENVELOPE = 64 * 1024
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+class _StoreWentBack(Exception):
+    """The watch was created on a store whose revision is behind the last one seen."""
 
 
 def _int(value: Any) -> int:
@@ -73,6 +82,9 @@ class EtcdPoller:
         self._lines: AsyncIterator[bytes] | None = None
         self.watches = 0  # watch streams opened (reconnects show here)
         self.resyncs = 0  # range reads after a compaction
+        self.seen = 0  # the highest store revision observed (kept across errors and resyncs)
+        self.resets = 0  # how often the store was found behind ``seen``
+        self._went_back = False
 
     @property
     def key(self) -> str:
@@ -113,6 +125,11 @@ class EtcdPoller:
         if not isinstance(body, dict) or not isinstance(body.get("header"), dict):
             raise PollError("protocol", "etcd range answer without header")
         revision = _int(body["header"].get("revision"))
+        went_back = self._went_back or revision < self.seen
+        if went_back and not self._went_back:
+            self.resets += 1
+        self._went_back = False
+        self.seen = revision
         kvs = body.get("kvs") or []
         if not isinstance(kvs, list) or len(kvs) > 1:
             raise PollError("protocol", f"non-singular etcd range results for key: {self._key}")
@@ -123,7 +140,7 @@ class EtcdPoller:
             self._data = None
             self._index = revision
         self.revision = max(revision, 1)
-        return PollResult(self._data, max(self._index, 1))
+        return PollResult(self._data, max(self._index, 1), reset=went_back)
 
     def _value(self, kv: Any) -> bytes:
         if not isinstance(kv, dict):
@@ -180,6 +197,12 @@ class EtcdPoller:
             # Idle for `wait`: reconnect next time (a silently dead connection would otherwise hang forever).
             await self._close_watch()
             return PollResult(self._data, max(self._index, 1))
+        except _StoreWentBack:
+            await self._close_watch()
+            self.resets += 1
+            self._went_back = True
+            self.revision = 0
+            return await self._range()
         except PollError as exc:
             await self._close_watch()
             if exc.reason == "oversize":
@@ -222,6 +245,9 @@ class EtcdPoller:
             raise PollError("protocol", f"etcd canceled the watch: {result.get('cancel_reason', '')!r}")
         header = result.get("header")
         revision = _int(header.get("revision")) if isinstance(header, dict) else 0
+        if result.get("created") and revision and revision < self.revision:
+            raise _StoreWentBack()
+        self.seen = max(self.seen, revision)
         events = result.get("events") or []
         if not isinstance(events, list):
             raise PollError("protocol", "etcd watch events is not an array")
@@ -255,6 +281,8 @@ class EtcdPoller:
             "watching": self._lines is not None,
             "watches_opened": self.watches,
             "resyncs_after_compaction": self.resyncs,
+            "seen_revision": self.seen,
+            "revision_resets": self.resets,
             "wait_seconds": self.wait,
         }
 

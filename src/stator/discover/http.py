@@ -22,9 +22,9 @@ import asyncio
 from typing import Final
 from urllib.parse import parse_qs
 
+from stator.asgi import Receive, Scope, Send, send_bytes, send_json
 from stator.config.durations import parse_duration
 from stator.discover.worker import Discover, Snapshot
-from stator.http.asgi import Receive, Scope, Send, send_bytes, send_json
 
 DEFAULT_WAIT: Final = 30.0
 MAX_WAIT: Final = 300.0

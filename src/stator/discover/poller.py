@@ -22,11 +22,15 @@ class PollResult:
     ``data`` is the raw document, or None when the key/file does not exist ("no services published yet", a
     state, not an error). ``index`` is the source's version of what was observed (Consul ``X-Consul-Index``,
     etcd ``mod_revision``, the file's change count); the same data may come back with the same index when a
-    wait times out.
+    wait times out. ``reset`` tells the watcher the index went backwards before this observation.
     """
 
     data: bytes | None
     index: int
+    # The source's index went backwards since the previous observation: the source restarted without its data,
+    # restored a snapshot, or is another server. A missing key seen with ``reset`` may be data loss rather than
+    # a deletion, and the watcher keeps the last good set (state ``stale``) instead of emptying it.
+    reset: bool = False
 
 
 class PollError(Exception):

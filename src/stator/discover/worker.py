@@ -12,6 +12,10 @@ The loop, per poll:
 * the same bytes as last time (blake2b of the raw payload) → nothing to do: a timed-out blocking query, an
   etcd watch restart, a touched file;
 * missing key/file → publish an empty set in state ``missing`` ("no services published yet");
+* missing key right after the source's index went backwards (``PollResult.reset``: a registry restarted
+  without its data, a restored snapshot) → *not* a deletion: the last good set is kept in state ``stale``,
+  said once in the log, in ``/monitor`` and by ``stator_discovery_stale``; it stays until the key is published
+  again (a deletion seen with an advancing index still empties the set, as before);
 * a document that does not decode or validate → counted, logged once per distinct payload, last good set kept;
 * otherwise → publish a new snapshot (``updating services``, as the seed logged it).
 """
@@ -35,7 +39,7 @@ from stator.discover.model import InvalidDocument, ServiceEntry, decode_services
 from stator.discover.poller import POLL_REASONS, Poller, PollError, PollResult
 from stator.logs import Logger
 
-State = Literal["waiting", "ok", "missing"]
+State = Literal["waiting", "ok", "missing", "stale"]
 # errors_total reasons beyond the pollers': documents that arrive but cannot be used, and our own bugs.
 DOCUMENT_REASONS: Final = ("invalid", "empty", "internal")
 _BAD_PAYLOADS_REMEMBERED: Final = 32
@@ -107,6 +111,17 @@ class DiscoveryMetrics:
             "Services in the current set.",
             registry=registry,
         )
+        self.stale = Gauge(
+            "stator_discovery_stale",
+            "1 while the last good services set is kept although the source lost the key (its index went"
+            " backwards: a registry restarted without its data); 0 otherwise.",
+            registry=registry,
+        )
+        self.resets = Counter(
+            "stator_discovery_source_resets_total",
+            "Times the source's index (Consul index, etcd revision) went backwards.",
+            registry=registry,
+        )
 
 
 class Discover:
@@ -146,6 +161,9 @@ class Discover:
         self.invalid_payloads = 0
         self.last_invalid: str | None = None
         self.last_invalid_at: float | None = None
+        self.source_resets = 0
+        self.last_reset_at: float | None = None
+        self.stale_since: float | None = None
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -251,12 +269,19 @@ class Discover:
 
     def _process(self, result: PollResult) -> None:
         self.source_index = result.index
+        if result.reset:
+            self.source_resets += 1
+            self.last_reset_at = time.time()
+            self.metrics.resets.inc()
         data = result.data
         digest = b"missing" if data is None else hashlib.blake2b(data, digest_size=16).digest()
         if self._seen_any and digest == self._last_digest:
             return  # unchanged: a timed-out wait, a watch restart, a touched file
         self._seen_any = True
         self._last_digest = digest
+        if data is None and result.reset and self.snapshot.state == "ok":
+            self._stale(result)
+            return
         if data is None:
             self.logger.warning(
                 "no services published yet", source=self.poller.source, key=self.poller.key, index=result.index
@@ -272,6 +297,27 @@ class Discover:
             return
         # Outside the except block: a bad document is the operator's news, not a stack trace of ours.
         self._invalid(digest, problem, result, len(data))
+
+    def _stale(self, result: PollResult) -> None:
+        """The key vanished together with the source's history: keep the set, say so once."""
+        now = time.time()
+        kept = self.snapshot
+        self.stale_since = now
+        self.metrics.stale.set(1)
+        self.logger.warning(
+            "services key missing after the registry's index went backwards (restarted without its data?);"
+            " keeping the last good set until it is published again",
+            source=self.poller.source,
+            key=self.poller.key,
+            index=result.index,
+            kept_index=kept.index,
+            kept_services=len(kept.services),
+        )
+        # A new version (long-polls see the state change); the set, its index and updated_at are the kept ones.
+        self.snapshot = Snapshot.make(
+            kept.services, kept.version + 1, "stale", kept.source, kept.index, kept.updated_at
+        )
+        self._wake()
 
     def _invalid(self, digest: bytes, exc: InvalidDocument, result: PollResult, size: int) -> None:
         now = time.time()
@@ -299,6 +345,15 @@ class Discover:
 
     def _publish(self, services: tuple[ServiceEntry, ...], state: State, index: int) -> None:
         now = time.time()
+        if self.stale_since is not None:
+            self.logger.info(
+                "services key published again; no longer stale",
+                source=self.poller.source,
+                key=self.poller.key,
+                stale_seconds=round(now - self.stale_since, 3),
+            )
+            self.stale_since = None
+            self.metrics.stale.set(0)
         snap = Snapshot.make(services, self.snapshot.version + 1, state, self.poller.source, index, now)
         self.snapshot = snap  # the one atomic swap readers see
         self.metrics.updates.inc()
@@ -324,6 +379,11 @@ class Discover:
             "key": self.poller.key,
             "state": snap.state,
             "healthy": self.failures == 0,
+            # The set is the last good one, kept although the source lost the key (see ``_stale``).
+            "stale": snap.state == "stale",
+            "stale_since": self.stale_since,
+            "source_resets": self.source_resets,
+            "last_reset_at": self.last_reset_at,
             "version": snap.version,
             "index": snap.index,
             "services": len(snap.services),
