@@ -36,8 +36,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
+from stator.asgi import ASGIApp, Receive, Scope, Send, send_bytes
 from stator.config import Settings
-from stator.http.asgi import ASGIApp, Receive, Scope, Send, send_bytes
 from stator.lifecycle.loopmonitor import LoopMonitor
 from stator.lifecycle.worker import Worker
 from stator.logs import Logger
@@ -49,11 +49,20 @@ from stator.metrics.collectors import (
     PythonCollector,
     WaveCollector,
 )
+from stator.metrics.collectors.default_registry import DefaultRegistryCollector
 from stator.metrics.gcpause import GcPauses
 from stator.metrics.guard import CURRENT_ROUND, CollectorStatsCollector, GuardedCollector, LogLimiter, collect_round
 from stator.metrics.negotiation import CONTENT_TYPES, Format, accepts_gzip, negotiate
 from stator.metrics.registry import MetricsRegistry, ScrapeView, Unguarded
-from stator.metrics.render import Encoder, Pacer, fast_path, self_check, target_info_family
+from stator.metrics.render import (
+    Encoder,
+    Pacer,
+    exposed_names,
+    fast_path,
+    self_check,
+    target_info_family,
+    wrapper_rows,
+)
 
 T = TypeVar("T")
 
@@ -99,6 +108,7 @@ class ServiceMetrics:
         self._inflight: dict[tuple[Format, bool], asyncio.Future[bytes]] = {}
         self._scrape_log = LogLimiter()
         self._encoder_warned = False
+        self._merged_source: Callable[[], list[Metric]] | None = None
 
     # -- collectors ----------------------------------------------------------------------------------------
 
@@ -132,6 +142,8 @@ class ServiceMetrics:
         if settings.wave.enabled:
             self.add_collector(WaveCollector(settings.wave.period, seed=self.app_id), "wave")
         self.add_collector(BuildInfoCollector(self.version, settings.metrics.git_commit), "build")
+        if settings.metrics.default_registry:
+            self.add_collector(DefaultRegistryCollector(), "default_registry")
         # Identity as ONE series (target_info, the OpenMetrics/OpenTelemetry convention), not as labels on every
         # series: run_id changes on each restart, and as a label it would start a new copy of every series
         # (new TSDB series, broken rate() across restarts, cardinality x restarts). Join it in when needed:
@@ -149,6 +161,9 @@ class ServiceMetrics:
 
     def render_sync(self, fmt: Format = "text", gzipped: bool = False) -> bytes:
         """Collect and encode on the calling thread (the endpoint calls this in a worker thread)."""
+        if self._merged_source is not None:  # stator.workers: the group's merged families instead of ours
+            body = self._encode_families(fmt, self._merged_source())
+            return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0) if gzipped else body
         results = collect_round(self.registry.guards())
         if self._own_encoder():
             body = self._encode(fmt, results)
@@ -235,6 +250,57 @@ class ServiceMetrics:
         if suppressed is not None:
             self.logger.error("metric family dropped", family=family.name, detail=detail, suppressed=suppressed)
 
+    # -- worker groups (stator.workers): a scrape can render a group's merged families -------------------------
+
+    def use_merged_source(self, source: Callable[[], list[Metric]] | None) -> None:
+        """Render ``source()`` (blocking, called off the event loop) instead of this registry; None restores the
+        registry. :meth:`stator.workers.WorkerGroup.merged_families` is such a source."""
+        self._merged_source = source
+
+    def collect_local(self) -> list[Metric]:
+        """This registry's families as one scrape would expose them (``target_info`` first, registration order,
+        clashing families dropped), materialised: what a worker snapshot holds. Any thread."""
+        results = collect_round(self.registry.guards())
+        out: list[Metric] = []
+        seen: set[str] = set()
+
+        def keep(family: Metric, origin: GuardedCollector | None) -> None:
+            names = exposed_names(family.name, family.type)
+            if not seen.isdisjoint(names):
+                self._duplicate(family, origin)
+                return
+            seen.update(names)
+            out.append(family)
+
+        target = self.registry.get_target_info()
+        if target:
+            keep(target_info_family(target), None)
+        for collector in self.registry.collectors():
+            try:
+                if isinstance(collector, GuardedCollector):
+                    families = results.get(collector)
+                    for family in families if families is not None else collector.collect():
+                        keep(family, collector)
+                else:
+                    rows = wrapper_rows(cast(MetricWrapperBase, collector)) if fast_path(collector) else None
+                    for family in collector.collect() if rows is None else (rows,):
+                        keep(family, None)
+            except Exception as exc:  # an unguarded collector failed: skip it, not the snapshot
+                suppressed = self._scrape_log.allow(time.monotonic())
+                if suppressed is not None:
+                    self.logger.error(
+                        "metrics collection failed", exc=exc, collector=repr(collector), suppressed=suppressed
+                    )
+        return out
+
+    def _encode_families(self, fmt: Format, families: list[Metric]) -> bytes:
+        if self._own_encoder():
+            encoder = Encoder(fmt, Pacer(), self._clash)
+            for family in families:
+                encoder.family(family)
+            return encoder.finish()
+        return ENCODERS[fmt](_Families(families))
+
     # -- HTTP ----------------------------------------------------------------------------------------------
 
     def endpoint(self) -> ASGIApp:
@@ -262,6 +328,16 @@ class ServiceMetrics:
             await send_bytes(send, 200, body, CONTENT_TYPES[fmt], headers, head=head)
 
         return metrics_endpoint
+
+
+class _Families:
+    """A registry-like view of a list of families, for prometheus_client's encoders (stator.workers)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
 
 
 class _MetricsWorker:

@@ -40,6 +40,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
 Format = Literal["text", "openmetrics"]
@@ -221,7 +222,7 @@ class Encoder:
         if not self._claim(family.name, family.type, origin):
             return
         try:
-            lines = self._family_lines(family)
+            lines = self._rows_lines(family) if isinstance(family, RowsMetric) else self._family_lines(family)
         except Delegate:
             self._delegate(family)
         else:
@@ -251,6 +252,33 @@ class Encoder:
             )
             if not self.om and sample.name.startswith(name) and sample.name[len(name) :] in _REGROUPED:
                 groups.setdefault(sample.name[len(name) :], []).append(line)
+            else:
+                lines.append(line)
+            tick()
+        if groups:
+            lines.extend(self._regrouped(name, family.documentation, groups))
+        return lines
+
+    def _rows_lines(self, family: RowsMetric) -> list[str]:
+        """:meth:`_family_lines` for a :class:`RowsMetric`: labels arrive sorted, no Sample objects are made."""
+        name = family.name
+        self._check_name(name)
+        lines = self._header(name, family.type, family.documentation, family.unit)
+        groups: dict[str, list[str]] = {}
+        good = self._good_labels
+        tick = self.pacer.tick
+        for sname, labels, value, timestamp, ex in family.rows:
+            self._check_name(sname)
+            for key, _ in labels:
+                if key not in good:
+                    if not _plain_label(key):
+                        raise Delegate(key)
+                    good.add(key)
+            labelstr = ",".join([f'{k}="{_escape_value(v)}"' for k, v in labels])
+            exemplar = None if ex is None else Exemplar(dict(ex[0]), ex[1], ex[2])
+            line = self._line(sname, labelstr, value, timestamp, exemplar)
+            if not self.om and sname.startswith(name) and sname[len(name) :] in _REGROUPED:
+                groups.setdefault(sname[len(name) :], []).append(line)
             else:
                 lines.append(line)
             tick()
@@ -323,6 +351,71 @@ class Encoder:
         if self.om:
             self.out.append("# EOF\n")
         return "".join(self.out).encode("utf-8")
+
+
+LabelPairs = tuple[tuple[str, str], ...]
+Row = tuple[str, LabelPairs, float, "float | None", "tuple[LabelPairs, float, float | None] | None"]
+"""(sample name, label pairs sorted by name, value, timestamp, exemplar as (label pairs, value, timestamp))."""
+
+
+class RowsMetric(Metric):
+    """A family whose samples are plain rows ``(name, sorted label pairs, value, timestamp, exemplar)``, as
+    :mod:`stator.workers` merges them: :class:`Encoder` encodes the rows directly (no ``Sample`` or labels dict
+    per series: faster, and no garbage for the collector); ``samples`` builds them for anyone else."""
+
+    def __init__(self, name: str, documentation: str, typ: str, unit: str, rows: list[Row]) -> None:
+        super().__init__(name, documentation, typ, unit)
+        self.rows = rows
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [
+            Sample(n, dict(labels), value, ts, None if ex is None else Exemplar(dict(ex[0]), ex[1], ex[2]))
+            for n, labels, value, ts, ex in self.rows
+        ]
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        if value:
+            raise AttributeError("RowsMetric samples come from its rows")
+
+
+def wrapper_rows(metric: MetricWrapperBase) -> RowsMetric | None:
+    """A prometheus_client metric's samples as a :class:`RowsMetric`, read from its children like
+    :meth:`Encoder.wrapper` (no ``Sample`` per series); None when the metric is not a plain one (use collect())."""
+    if not fast_path(metric):
+        return None
+    private: Any = metric  # prometheus_client internals are untyped
+    head: Metric = private._get_metric()
+    name: str = private._name
+    if head.name != name:
+        return None
+    labelnames: Sequence[str] = private._labelnames
+    order = sorted(range(len(labelnames)), key=labelnames.__getitem__)
+    children: Iterable[tuple[Sequence[str], Any]]
+    if private._is_parent():
+        with private._lock:
+            children = private._metrics.copy().items()
+    else:
+        children = (((), metric),)
+    rows: list[Row] = []
+    append = rows.append
+    for values, child in children:
+        base = tuple([(labelnames[i], values[i]) for i in order])
+        for sample in child._child_samples():
+            suffix: str = sample[0]
+            extra: dict[str, str] = sample[1]
+            if sample[2] is None or getattr(sample, "native_histogram", None) is not None:
+                continue
+            labels = tuple(sorted((*base, *extra.items()))) if extra else base
+            ex = sample[4]
+            exemplar: tuple[LabelPairs, float, float | None] | None = None
+            if ex is not None:
+                when = None if ex.timestamp is None else float(ex.timestamp)
+                exemplar = (tuple(sorted(ex.labels.items())), float(ex.value), when)
+            ts = sample[3]
+            append((name + suffix, labels, float(sample[2]), None if ts is None else float(ts), exemplar))
+    return RowsMetric(head.name, head.documentation, head.type, head.unit, rows)
 
 
 def fast_path(collector: object) -> bool:
