@@ -1,12 +1,20 @@
 """The reference application served by ``stator run``: a few small endpoints in the spirit of Go kit's addsvc,
-enough to see every observability feature at work (templated routes, errors, slow requests, JSON validation)."""
+enough to see every observability feature at work (templated routes, errors, slow requests, JSON validation).
+
+Every response carries ``X-Served-By: <instance id>`` (the instance that did the work). With an upstream wired in
+(``STATOR_UPSTREAM_SERVICE=NAME``), ``POST /sum`` and ``POST /concat`` are forwarded to an instance of NAME
+through ``service.upstream(NAME)`` and its answer — status, body and ``X-Served-By`` — is passed through, so a
+client of the front instance sees which backend answered.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,8 +22,36 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from stator.asgi import ASGIApp, Message, Receive, Scope, Send
+from stator.upstream.errors import UpstreamError
+
 MAX_CONCAT = 10
 INT32_MAX = 2**31 - 1
+SERVED_BY = "X-Served-By"
+_SERVED_BY = SERVED_BY.lower().encode()
+
+
+class Forwarder(Protocol):
+    """What forwarding needs of an upstream client (:class:`stator.upstream.Upstream`)."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool | None = ...,
+        content: bytes = ...,
+        headers: dict[str, str] = ...,
+    ) -> httpx.Response: ...
+
+
+@dataclass
+class Wiring:
+    """What the app learns once its Service exists: the instance id it reports, and the upstream (if any) that
+    /sum and /concat are forwarded to."""
+
+    instance_id: str = ""
+    upstream: Forwarder | None = None
 
 
 class BadRequest(Exception):
@@ -59,7 +95,35 @@ async def sleep(request: Request) -> Response:
     return JSONResponse({"slept": seconds})
 
 
+async def _forward(request: Request, upstream: Forwarder) -> Response:
+    """Send the request on to an instance of the upstream and pass its answer through (X-Served-By included).
+
+    /sum and /concat are pure functions of their body, so they are retried like idempotent requests."""
+    headers = {"content-type": request.headers.get("content-type", "application/json")}
+    try:
+        answer = await upstream.request(
+            request.method, request.url.path, content=await request.body(), headers=headers, idempotent=True
+        )
+    except UpstreamError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status_code)
+    passed = {SERVED_BY: answer.headers[SERVED_BY]} if SERVED_BY in answer.headers else {}
+    return Response(
+        answer.content,
+        status_code=answer.status_code,
+        media_type=answer.headers.get("content-type"),
+        headers=passed,
+    )
+
+
+def _upstream(request: Request) -> Forwarder | None:
+    wiring: Wiring = request.app.state.wiring
+    return wiring.upstream
+
+
 async def sum_(request: Request) -> Response:
+    upstream = _upstream(request)
+    if upstream is not None:
+        return await _forward(request, upstream)
     body = await _json_body(request)
     a, b = body.get("a"), body.get("b")
     if type(a) is not int or type(b) is not int:
@@ -73,6 +137,9 @@ async def sum_(request: Request) -> Response:
 
 
 async def concat(request: Request) -> Response:
+    upstream = _upstream(request)
+    if upstream is not None:
+        return await _forward(request, upstream)
     body = await _json_body(request)
     a, b = body.get("a"), body.get("b")
     if not isinstance(a, str) or not isinstance(b, str):
@@ -92,7 +159,34 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(extra_routes: list[Route] | None = None) -> Starlette:
+class ServedBy:
+    """Adds ``X-Served-By: <instance id>`` to every response that does not carry one already (a forwarded
+    answer keeps the backend's)."""
+
+    def __init__(self, app: ASGIApp, wiring: Wiring) -> None:
+        self.app = app
+        self.wiring = wiring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.wiring.instance_id:
+            await self.app(scope, receive, send)
+            return
+        value = self.wiring.instance_id.encode("latin-1")
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or ())
+                if not any(k.lower() == _SERVED_BY for k, _ in headers):
+                    headers.append((_SERVED_BY, value))
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_app(extra_routes: list[Route] | None = None, *, wiring: Wiring | None = None) -> Starlette:
+    """The reference app. ``wiring`` is filled in once the Service exists (instance id, upstream)."""
+    wiring = wiring if wiring is not None else Wiring()
     routes = [
         Route("/hello", hello),
         Route("/items/{item_id}", item),
@@ -101,4 +195,7 @@ def create_app(extra_routes: list[Route] | None = None) -> Starlette:
         Route("/concat", concat, methods=["POST"]),
         *(extra_routes or []),
     ]
-    return Starlette(routes=routes, exception_handlers={BadRequest: _bad_request, HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={BadRequest: _bad_request, HTTPException: _http_error})
+    app.state.wiring = wiring
+    app.add_middleware(ServedBy, wiring=wiring)
+    return app

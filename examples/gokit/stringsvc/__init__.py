@@ -1,0 +1,1 @@
+"""Go kit's stringsvc: Uppercase and Count, as endpoints behind an HTTP transport."""
