@@ -113,7 +113,15 @@ class ServiceProcess:
 def service_env(**overrides: str) -> dict[str, str]:
     """The parent environment minus STATOR_* (except the CI switch), plus loopback defaults and overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATOR_") or k == "STATOR_REQUIRE_EXTERNAL"}
-    env.update({"STATOR_HTTP_HOST": "127.0.0.1", "STATOR_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"})
+    # No lame duck (STATOR_SHUTDOWN_DELAY): tests that stop services would each wait it out.
+    env.update(
+        {
+            "STATOR_HTTP_HOST": "127.0.0.1",
+            "STATOR_HTTP_PORT": "0",
+            "STATOR_SHUTDOWN_DELAY": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(overrides)
     return env
 

@@ -1,12 +1,19 @@
-"""The Service: one observable process — its logger, metrics, readiness, workers and HTTP server.
+"""The Service: one observable process — its logger, metrics, readiness, workers, registration, discovery and HTTP.
 
 Nothing here is global: every piece is created by the Service and passed to what needs it, so two services can
-run in one process (tests do) without seeing each other's metrics, workers or log context.
+run in one process (tests do) without seeing each other's metrics, workers or log context. The two exceptions
+are the ones their ecosystems force, installed at start and undone at stop: the stdlib logging bridge and
+OpenTelemetry's global tracer provider.
 
-Lifecycle (``run``/``serve``): config → logging → HTTP listening → workers. On SIGINT/SIGTERM: ``shutting down``;
-readiness flips to not-ready at once; :class:`PreDrain` workers act (deregistration) with the clock running; the
-HTTP server stops accepting and drains in-flight requests; the remaining workers are cancelled and awaited;
-``stopped``. All of it within ``STATOR_SHUTDOWN_TIMEOUT``. A second signal exits at once with a non-zero code.
+The same lifecycle runs wherever the app is served. Under an outside server (``uvicorn mod:app``, gunicorn,
+hypercorn, granian) the ASGI lifespan drives it: :meth:`start` at startup; at shutdown :meth:`begin_shutdown`
+(readiness off, deregistration) then the app's own shutdown then :meth:`finish_shutdown` (workers, spans,
+logging). Under ``stator run`` (:meth:`run`/:meth:`serve`) the service drives uvicorn itself so that the HTTP
+drain happens between the two: config → logging → HTTP listening → workers; on SIGINT/SIGTERM ``shutting down``,
+readiness flips at once, :class:`PreDrain` workers act (deregistration), the lame duck keeps serving for
+``STATOR_SHUTDOWN_DELAY`` (every response saying ``Connection: close``), then the HTTP server stops accepting and
+drains within ``STATOR_SHUTDOWN_TIMEOUT`` (a request still running then gets a JSON 503), the remaining workers
+are cancelled and awaited, spans are flushed, ``stopped``. A second signal exits at once with a non-zero code.
 """
 
 from __future__ import annotations
@@ -17,28 +24,43 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from stator import __version__
+from stator.asgi import AnyASGIApp, ASGIApp, Scope
 from stator.backoff import Backoff
 from stator.client import HTTPClient
 from stator.config import Settings, load_settings, redacted_dump
+from stator.config.env import unknown_variables
 from stator.health import Check, Readiness
-from stator.http.asgi import ASGIApp, Scope
-from stator.http.middleware import RequestTracer
+from stator.http.app import ServiceApp
+from stator.http.frameworks import install_error_handler
+from stator.http.middleware import ObservabilityMiddleware, RequestTracer
+from stator.http.ops import OpsApp
+from stator.http.protocol import Edge, EdgeLimits
+from stator.http.ratelimit import RateLimitMiddleware, key_from_setting
 from stator.http.red import RedMetrics
 from stator.ids import short_id
+from stator.lifecycle import sockets
 from stator.lifecycle.loopmonitor import LoopMonitor
 from stator.lifecycle.worker import PreDrain, Worker, WorkerState, supervise
 from stator.logs import Logger, LoopBufferedSink, stdlib
 from stator.metrics import ServiceMetrics
+from stator.profiling import Profiler, ProfilingApp
+from stator.profiling import install as install_profiler
 from stator.tracing import Tracing
+from stator.workers import Policies, WorkerGroup
+from stator.workers.identity import GroupDirError
+
+if TYPE_CHECKING:
+    from stator.upstream import Upstream, UpstreamHub
 
 State = Literal["new", "starting", "running", "stopping", "stopped"]
+PPROF = "/-/debug/pprof"
 
 
 class Service:
@@ -46,14 +68,23 @@ class Service:
         self,
         settings: Settings | None = None,
         *,
-        app: ASGIApp | None = None,
+        app: AnyASGIApp | None = None,
+        name: str | None = None,
         logger: Logger | None = None,
         version: str = __version__,
         restart_backoff: tuple[float, float] = (1.0, 60.0),
         route_resolver: Callable[[Scope], str] | None = None,
         tracer: RequestTracer | None = None,
+        slot_hint: int | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else load_settings(os.environ)
+        self._from_env = settings is None
+        settings = settings if settings is not None else load_settings(os.environ)
+        # Unnamed: neither name= nor STATOR_SERVICE_NAME. Said once at start: a service called "stator" by
+        # accident registers, logs and exports metrics under the wrong name.
+        self.unnamed = name is None and "name" not in settings.service.model_fields_set
+        if name is not None:
+            settings = settings.model_copy(update={"service": settings.service.model_copy(update={"name": name})})
+        self.settings = settings
         self.version = version
         self.app_id = self.settings.service.name
         self.run_id = short_id()
@@ -73,6 +104,27 @@ class Service:
                 color=log.format == "console" and os.isatty(1),
             )
         self.logger = logger
+        # Several worker processes of one instance (stator run --workers, gunicorn -w, uvicorn --workers, ...):
+        # join their group, so /metrics is the whole instance's and one worker registers it (docs/workers.md).
+        self.merge_policies = Policies()
+        self.group: WorkerGroup | None = None
+        if self.settings.workers.group != "off":
+            try:
+                self.group = WorkerGroup.join(
+                    mode=self.settings.workers.group,
+                    collect=lambda: self._metrics.collect_local(),
+                    logger=self.logger,
+                    policies=self.merge_policies,
+                    status=self._worker_status,
+                    directory=self.settings.workers.dir,
+                    timeout=self.settings.workers.scrape_timeout,
+                    slot_hint=slot_hint,
+                )
+            except (OSError, GroupDirError) as exc:
+                self.logger.error("cannot join the worker group; serving as one process", exc=exc)
+        if self.group is not None:
+            self.logger = self.logger.bind(worker=self.group.slot)  # the `worker` field of every line
+            self.instance_id = self.settings.service.id or f"{self.app_id}-{self.group.group_id}"
         self.started_at = time.time()
         self.state: State = "new"
         self.readiness = Readiness(self.settings.ops.ready_timeout, self.settings.ops.ready_cache)
@@ -86,6 +138,8 @@ class Service:
             loop_monitor=self.loop_monitor,
         )
         self.metrics: CollectorRegistry = self._metrics.registry
+        if self.group is not None:
+            self._metrics.use_merged_source(self.group.merged_families)
         self.http_metrics = RedMetrics(self.settings.http.buckets, self.settings.http.max_label_sets)
         self.metrics.register(self.http_metrics)
         self.route_resolver = route_resolver
@@ -107,6 +161,11 @@ class Service:
         self._monitor_sections: dict[str, Callable[[], Any]] = {}
         self._stop = asyncio.Event()
         self._stop_signals = 0
+        self._deadline: float | None = None
+        self._uninstall_logging: Callable[[], None] | None = None
+        self._ops_server: uvicorn.Server | None = None
+        self.edge: Edge | None = None  # limits of the listeners stator runs itself; built with the first (_server)
+        self._upstreams: UpstreamHub | None = None
         # True while serve() drives the lifecycle: the ASGI lifespan then leaves the workers to it, so they
         # stop after the HTTP drain, not inside it.
         self.serving = False
@@ -114,14 +173,82 @@ class Service:
         self.ops_address: tuple[str, int] | None = None
         self.add_worker(self.loop_monitor)
         self._metrics.install_defaults()
+        if self.group is not None:
+            self._metrics.registry.set_target_info({"app_id": self.app_id, "run_id": self.group.group_id})
+            self.add_monitor_section("worker_group", self.group.monitor)
         for worker in self._metrics.workers():
             self.add_worker(worker)
-        from stator.http.app import build_app  # the HTTP layer depends on Service, not the reverse
+        # pprof endpoints, task dumps and (optionally) continuous profiling: /-/debug/pprof/.
+        self.profiler: Profiler | None = None
+        if self.settings.profile.enabled:
+            resolver = (lambda scope, _root: route_resolver(scope)) if route_resolver is not None else None
+            self.profiler = install_profiler(self, resolver=resolver)
+        # Unhandled exceptions answer stator's JSON 500 in Starlette, FastAPI and Litestar apps too.
+        self.framework = install_error_handler(app, self.logger) if app is not None else None
+        self.user_app: ASGIApp | None = cast(ASGIApp | None, app)
+        rl = self.settings.ratelimit
+        if rl.rate > 0 and self.user_app is not None:
+            # STATOR_RATELIMIT_*: a token-bucket 429 in front of the application (never of the ops endpoints),
+            # inside the observability middleware so every 429 is counted, logged and traced.
+            limiter = RateLimitMiddleware(
+                self.user_app, rate=rl.rate, burst=rl.burst, key=key_from_setting(rl.key), max_keys=rl.max_keys
+            )
+            self.add_collector(limiter, "ratelimit")
+            self.add_monitor_section("ratelimit", limiter.monitor)
+            self.user_app = limiter
+        # Registration (STATOR_REGISTRY) and discovery (STATOR_DISCOVER_SOURCE): wired here, so they run the
+        # same under `stator run` and under any ASGI server.
+        from stator.discover import ServicesEndpoint, setup_discovery
+        from stator.roster import setup_registration
 
-        self.user_app = app
-        self.asgi: ASGIApp = build_app(self, app)
+        self.roster = setup_registration(self)
+        self.discovery = setup_discovery(self)
+        # StatsD/DogStatsD push (STATOR_STATSD_ADDR) beside /metrics; `statsd` is its StatsD-native client.
+        from stator.statsd import setup_statsd
+
+        self.statsd = setup_statsd(self)
+        self.services = ServicesEndpoint(self.discovery)
+        self.asgi: ServiceApp = self._build_app(self.user_app)
 
     # -- composition -------------------------------------------------------------------------------------
+
+    def _ops(self, *, sensitive: bool) -> OpsApp:
+        ops = OpsApp(
+            self, self._metrics.endpoint(), self.settings.metrics.path, services=self.services, sensitive=sensitive
+        )
+        if self.profiler is not None:
+            ops.mount(PPROF, ProfilingApp(self.profiler), sensitive=True, alias="/debug/pprof")
+        return ops
+
+    def middleware(self, app: ASGIApp) -> ObservabilityMiddleware:
+        http = self.settings.http
+        return ObservabilityMiddleware(
+            app,
+            logger=self.logger,
+            metrics=self.http_metrics,
+            request_id_header=http.request_id_header,
+            slow=http.slow,
+            access_log=http.access_log,
+            instrument_ops=http.instrument_ops,
+            ops_log_sample=http.access_log_ops_sample,
+            route_resolver=self.route_resolver,
+            tracer=self.tracer,
+            profiling_tasks=self.profiler.table.active if self.profiler is not None else None,
+            # The remote-write receiver checks its own, larger limit on its route (STATOR_REMOTE_WRITE_MAX_BODY).
+            max_body=max(http.max_body, self.settings.remote_write.max_body)
+            if http.max_body and self.settings.remote_write.enabled
+            else http.max_body,
+        )
+
+    def _build_app(self, app: ASGIApp | None) -> ServiceApp:
+        ops = self.settings.ops
+        # With a separate ops port the application port serves the application alone.
+        self.public_ops = None if ops.port is not None else self._ops(sensitive=ops.expose_sensitive)
+        return ServiceApp(app, lifecycle=self, middleware=self.middleware, ops=self.public_ops)
+
+    def ops_app(self) -> ASGIApp:
+        """The ops endpoints alone, for the separate ops listener (``STATOR_OPS_PORT``), sensitive ones included."""
+        return self.middleware(self._ops(sensitive=True))
 
     def add_worker(self, worker: Worker) -> None:
         """Run ``worker`` for the life of the service (started with the others, or at once if running)."""
@@ -138,7 +265,7 @@ class Service:
         self.readiness.add_check(name, check)
 
     def add_monitor_section(self, name: str, section: Callable[[], Any]) -> None:
-        """Show ``section()`` under ``name`` in /monitor (registration and discovery state, ...)."""
+        """Show ``section()`` under ``name`` in /-/monitor (registration and discovery state, ...)."""
         self._monitor_sections[name] = section
 
     def http_client(self, base_url: str = "", **kwargs: Any) -> HTTPClient:
@@ -157,9 +284,35 @@ class Service:
             "hooks": hooks,
         }
 
+    def upstream(self, name: str, **options: Any) -> Upstream:
+        """A client of service ``name``: discovered healthy instances, balancing, retries within a budget,
+        outlier ejection, a circuit breaker and a rate limit (docs/upstream.md). ``options`` override
+        ``STATOR_UPSTREAM_*`` for this upstream; one client per name."""
+        if self._upstreams is None:
+            from stator.upstream import UpstreamHub
+
+            self._upstreams = UpstreamHub(self)  # its metrics collector and the "upstreams" /-/monitor section
+        return self._upstreams.get(name, **options)
+
+    def metrics_policy(self, metric: object, policy: str) -> None:
+        """How a gauge merges across worker processes: sum|max|min|mostrecent|worker|worker+sum|first
+        (docs/workers.md; the default for gauges stator does not know is per worker)."""
+        self.merge_policies.declare(metric, policy)
+
+    def _worker_status(self) -> dict[str, Any]:
+        """This worker's line in /-/monitor's worker list (read from the group's slot thread)."""
+        red = getattr(self, "http_metrics", None)  # asked for while joining, before the metrics exist
+        routes = list(red.routes.values()) if red is not None else []
+        return {"state": getattr(self, "state", "new"), "requests": sum(sum(list(r.statuses.values())) for r in routes)}
+
     @property
     def service_metrics(self) -> ServiceMetrics:
         return self._metrics
+
+    @property
+    def tracer_provider(self) -> Any:
+        """The service's OpenTelemetry ``TracerProvider`` (None when tracing is off)."""
+        return self.tracing.provider if self.tracing is not None else None
 
     # -- what the ops endpoints show ---------------------------------------------------------------------
 
@@ -177,8 +330,8 @@ class Service:
             "state": self.state,
             "started_at": self.started_at,
             "uptime_seconds": round(now - self.started_at, 3),
-            "address": f"{self.address[0]}:{self.address[1]}" if self.address else None,
-            "ops_address": f"{self.ops_address[0]}:{self.ops_address[1]}" if self.ops_address else None,
+            "address": _show(self.address),
+            "ops_address": _show(self.ops_address),
             "workers": [state.snapshot() for _, state in self._workers],
             "readiness": {
                 "shutting_down": self.readiness.shutting_down,
@@ -200,29 +353,63 @@ class Service:
     def config_dump(self) -> dict[str, Any]:
         return redacted_dump(self.settings)
 
-    # -- workers -----------------------------------------------------------------------------------------
+    def listen_address(self) -> tuple[str, int] | None:
+        """Where the application is served: the bound address under ``stator run``; under an outside server the
+        listening socket of this process (from /proc), preferring ``STATOR_HTTP_PORT`` when several listen."""
+        if self.address is not None or self.serving:
+            return self.address
+        found = [a for a in sockets.listening() if self.ops_address is None or a[1] != self.ops_address[1]]
+        if not found:
+            return None
+        preferred = [a for a in found if a[1] == self.settings.http.port]
+        return (preferred or found)[0]
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
 
     def _spawn(self, worker: Worker, state: WorkerState) -> None:
         backoff = Backoff(self._restart_backoff[0], self._restart_backoff[1])
         task = asyncio.create_task(supervise(worker, state, self.logger, backoff), name=f"worker:{worker.name}")
         self._tasks[state.worker_id] = task
 
+    @property
+    def started(self) -> bool:
+        return self.state != "new"
+
     async def start(self) -> None:
-        """Start the workers and mark the service started (idempotent). Used by ``serve`` and ASGI lifespan."""
+        """Install the logging bridge and the global tracer provider, start the workers (registration and
+        discovery among them) and, under an outside server, the ops listener. Idempotent."""
         if self.state != "new":
             return
         self.state = "starting"
         if self._log_sink is not None:
             self._log_sink.bind(asyncio.get_running_loop())
+        if self._uninstall_logging is None:
+            self._uninstall_logging = stdlib.install(self.logger, self.settings.log.level)
+        if self.tracing is not None:
+            self.tracing.install_global()
+        if self.unnamed:
+            self.logger.warning(
+                "service has no name: set STATOR_SERVICE_NAME or pass name= to stator.instrument()",
+                using=self.app_id,
+            )
+        if self._from_env:
+            for variable in unknown_variables(os.environ):
+                self.logger.warning("unknown setting ignored", variable=variable)
+        if not self.serving and self.settings.ops.port is not None:
+            await self._start_ops_listener()
         for worker, state in self._workers:
             self._spawn(worker, state)
         self.readiness.started = True
         self.state = "running"
 
-    async def begin_shutdown(self, deadline: float) -> None:
-        """Flip readiness and let :class:`PreDrain` workers act before the HTTP drain (idempotent)."""
+    async def begin_shutdown(self, deadline: float | None = None) -> None:
+        """Flip readiness and let :class:`PreDrain` workers act before the HTTP drain (idempotent). Starts the
+        shutdown deadline (``STATOR_SHUTDOWN_TIMEOUT`` from now) unless one is given."""
+        if self._deadline is None:
+            self._deadline = deadline if deadline is not None else time.monotonic() + self.settings.shutdown.timeout
         if self.readiness.shutting_down:
             return
+        deadline = self._deadline
         self.readiness.shutting_down = True
         self.state = "stopping"
         for worker, state in self._workers:
@@ -236,8 +423,20 @@ class Service:
                 except Exception as exc:
                     self.logger.error("pre-drain step failed", exc=exc, worker=state.name)
 
+    async def finish_shutdown(self) -> None:
+        """After the app's own shutdown under an outside server: stop workers, flush spans, undo the logging
+        bridge. Under ``stator run`` the HTTP drain comes first, so :meth:`serve` does it instead."""
+        if self.serving:
+            return
+        await self.begin_shutdown()
+        if self._ops_server is not None:
+            self._ops_server.should_exit = True
+            await self._ops_server.shutdown()
+        await self.stop_workers(self._deadline or time.monotonic())
+        self.logger.info("stopped")
+
     async def stop_workers(self, deadline: float) -> None:
-        """Cancel every worker and wait for them, at most until ``deadline`` (monotonic)."""
+        """Cancel every worker and wait for them, at most until ``deadline`` (monotonic); flush the spans."""
         tasks = [t for t in self._tasks.values() if not t.done()]
         for task in tasks:
             task.cancel()
@@ -245,42 +444,69 @@ class Service:
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
             for task in pending:
                 self.logger.error("worker did not stop in time", task=task.get_name())
+        if self.profiler is not None:
+            self.profiler.close()
         if self.tracing is not None:
             # After the drain, so the last requests' spans go out too; bounded by what is left of the deadline.
             await asyncio.to_thread(self.tracing.shutdown, max(0.5, deadline - time.monotonic()))
+        if self.group is not None:
+            self.group.close()  # a final snapshot (its totals stay in the sum), slot and leadership released
         self.state = "stopped"
+        if self._uninstall_logging is not None and not self.serving:
+            self._uninstall_logging()
+            self._uninstall_logging = None
         if self._log_sink is not None:
             self._log_sink.unbind()
 
-    # -- serving -----------------------------------------------------------------------------------------
+    async def _start_ops_listener(self) -> None:
+        """STATOR_OPS_PORT under an outside server: the ops endpoints on their own listener in this process.
+        SO_REUSEPORT lets every worker process of a multi-process server bind it."""
+        ops = self.settings.ops
+        assert ops.port is not None
+        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.http.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((self.settings.http.host, ops.port))
+        except OSError as exc:
+            sock.close()
+            self.logger.error("ops port cannot be bound", port=ops.port, exc=exc)
+            return
+        server = self._server(self.ops_app(), self.settings.http.host, ops.port, lifespan=False)
+        await server.startup(sockets=[sock])
+        self._ops_server = server
+        self.ops_address = _bound(server, self.settings.http.host, ops.port)
+        self.logger.info("ops listening", address=_show(self.ops_address))
+
+    # -- serving (stator run) ----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def serve(self, sock: socket.socket | None = None) -> int:
+    async def serve(self, sock: socket.socket | None = None, ops_sock: socket.socket | None = None) -> int:
         """Serve HTTP and run the workers until :meth:`request_stop`; returns the process exit code."""
         token = stdlib.current_logger.set(self.logger)
-        uninstall = stdlib.install(self.logger, self.settings.log.level)
+        self._uninstall_logging = stdlib.install(self.logger, self.settings.log.level)
         try:
-            return await self._serve(sock)
+            return await self._serve(sock, ops_sock)
         finally:
-            uninstall()
+            self._uninstall_logging()
+            self._uninstall_logging = None
             stdlib.current_logger.reset(token)
 
-    async def _serve(self, sock: socket.socket | None) -> int:
+    async def _serve(self, sock: socket.socket | None, ops_sock: socket.socket | None) -> int:
         http = self.settings.http
         self.serving = True
         self.logger.info("starting up", version=self.version, config=self.config_dump())
         server = self._server(self.asgi, http.host, http.port, lifespan=True)
         ops_server = None
         if self.settings.ops.port is not None:
-            from stator.http.app import ops_app
-
-            ops_server = self._server(ops_app(self), http.host, self.settings.ops.port, lifespan=False)
+            ops_server = self._server(self.ops_app(), http.host, self.settings.ops.port, lifespan=False)
         try:
             await server.startup(sockets=[sock] if sock else None)
             if ops_server is not None:
-                await ops_server.startup()
+                await ops_server.startup(sockets=[ops_sock] if ops_sock else None)
         except SystemExit:  # uvicorn exits on bind errors and failed lifespan startup, after logging them
             self.logger.error("http server failed to start", host=http.host, port=http.port)
             if server.started:
@@ -289,38 +515,69 @@ class Service:
             await self.stop_workers(time.monotonic() + 1.0)
             return 1
         self.address = _bound(server, http.host, http.port)
-        self.logger.info("listening", address=f"{self.address[0]}:{self.address[1]}")
+        self.logger.info("listening", address=_show(self.address))
         if ops_server is not None:
             self.ops_address = _bound(ops_server, http.host, self.settings.ops.port or 0)
-            self.logger.info("ops listening", address=f"{self.ops_address[0]}:{self.ops_address[1]}")
+            self.logger.info("ops listening", address=_show(self.ops_address))
         await self.start()
         servers = [s for s in (server, ops_server) if s is not None]
         loops = [asyncio.create_task(s.main_loop(), name="uvicorn-main-loop") for s in servers]
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
 
-        deadline = time.monotonic() + self.settings.shutdown.timeout
+        # -- shutdown (issue 13: lame duck, deadline 503) ---------------------------------------------------------
+        now = time.monotonic()
+        lame_duck_until = now + self.settings.shutdown.delay
+        deadline = lame_duck_until + self.settings.shutdown.timeout  # the drain gets the whole timeout
         self.logger.info("shutting down")
+        if self.edge is not None:
+            self.edge.set_closing()  # from now on every response says Connection: close
         await self.begin_shutdown(deadline)
+        if (left := lame_duck_until - time.monotonic()) > 0:
+            # Clients holding this address from the registry or DNS keep being served while they learn it is gone.
+            self.logger.info("lame duck: still serving, responses say Connection: close", seconds=round(left, 3))
+            await asyncio.sleep(left)
         self.logger.info("shutting down http service")
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*loops)
         stop.cancel()
         for s in servers:
-            # uvicorn types this as int but only hands it to asyncio.wait_for: a float deadline is honoured.
-            s.config.timeout_graceful_shutdown = max(0.1, deadline - time.monotonic())  # type: ignore[assignment]
+            # uvicorn's own cancel (plain-text 500, "Exception in ASGI application") only backs up the cut below.
+            # uvicorn types this as int but only hands it to asyncio.wait_for: a float is honoured.
+            s.config.timeout_graceful_shutdown = max(0.1, deadline - time.monotonic()) + 1.0  # type: ignore[assignment]
+        cutter = asyncio.create_task(self._cut_at(deadline), name="shutdown-deadline")
         await asyncio.gather(*(s.shutdown() for s in servers))
+        cutter.cancel()
         self.logger.info("http service stopped")
         await self.stop_workers(deadline)
         self.logger.info("stopped")
         return 0
 
+    async def _cut_at(self, deadline: float) -> None:
+        """At the shutdown deadline, requests still running answer a JSON 503 with their request id."""
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        if self.edge is not None and (cut := self.edge.cut(503, "the service is shutting down")):
+            self.logger.warning("requests cut at the shutdown deadline", requests=cut)
+
     def _server(self, app: ASGIApp, host: str, port: int, *, lifespan: bool) -> uvicorn.Server:
+        if self.edge is None:
+            http = self.settings.http
+            limits = EdgeLimits(
+                max_header_bytes=http.max_header_bytes,
+                max_headers=http.max_headers,
+                header_timeout=http.header_timeout,
+                body_timeout=http.body_timeout,
+                max_connections=http.max_connections,
+            )
+            self.edge = Edge(limits, self.logger, request_id_header=http.request_id_header)
+            self.metrics.register(self.edge)
         config = uvicorn.Config(
             app,
             host=host,
             port=port,
+            # The application listener is capped; the ops listener (lifespan off) stays reachable when it is full.
+            http=self.edge.protocol_class(capped=lifespan),
             lifespan="on" if lifespan else "off",
             log_config=None,
             access_log=False,  # the stator middleware writes a richer access line
@@ -334,8 +591,9 @@ class Service:
         server.lifespan = config.lifespan_class(config)
         return server
 
-    def run(self) -> int:
-        """Serve until SIGINT/SIGTERM on a fresh event loop (uvloop when available); returns the exit code."""
+    def run(self, sock: socket.socket | None = None, ops_sock: socket.socket | None = None) -> int:
+        """Serve until SIGINT/SIGTERM on a fresh event loop (uvloop when available); returns the exit code.
+        ``sock``/``ops_sock``: listening sockets bound by a supervisor (``stator run --workers``)."""
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
         try:
             import uvloop
@@ -344,13 +602,13 @@ class Service:
         except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
             loop_factory = None
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(self._run_with_signals())
+            return runner.run(self._run_with_signals(sock, ops_sock))
 
-    async def _run_with_signals(self) -> int:
+    async def _run_with_signals(self, sock: socket.socket | None, ops_sock: socket.socket | None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        return await self.serve()
+        return await self.serve(sock, ops_sock)
 
     def _on_signal(self, sig: int) -> None:
         self._stop_signals += 1
@@ -359,9 +617,17 @@ class Service:
             self.logger.info("signal received", signal=name)
             self.request_stop()
             return
+        if sig == signal.SIGTERM and self.group is not None and self.group.identity.master == "stator":
+            # A worker of `stator run --workers` may get SIGTERM twice (from its master and from a service
+            # manager killing the whole control group): only SIGINT twice means "exit now".
+            return
         self.logger.error("second signal: forced exit", signal=name)
         self.logger.flush()
         os._exit(128 + sig)
+
+
+def _show(address: tuple[str, int] | None) -> str | None:
+    return f"{address[0]}:{address[1]}" if address else None
 
 
 def _bound(server: uvicorn.Server, host: str, port: int) -> tuple[str, int]:

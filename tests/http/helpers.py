@@ -18,7 +18,7 @@ from stator.service import Service
 
 def make_service(app: Any = None, env: dict[str, str] | None = None, **kw: Any) -> tuple[Service, MemorySink]:
     sink = MemorySink()
-    settings = load_settings({"STATOR_WAVE_ENABLED": "false", **(env or {})})
+    settings = load_settings({"STATOR_WAVE_ENABLED": "false", "STATOR_SHUTDOWN_DELAY": "0", **(env or {})})
     logger = Logger(app_id="test", run_id="Run0001", sink=sink, level=settings.log.level, maxlen=settings.log.maxlen)
     return Service(settings, app=app, logger=logger, **kw), sink
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
-from stator.http.asgi import Receive, Scope, Send
+from stator.asgi import Receive, Scope, Send
 from stator.logs import Logger
 from tests.http.helpers import log_lines, make_service, running, samples
 
@@ -314,7 +314,7 @@ async def test_exception_after_response_started_keeps_status() -> None:
 async def test_ops_endpoints_excluded_from_metrics_and_access_log_by_default() -> None:
     service, sink = make_service(starlette_app())
     async with running(service) as client:
-        for path in ("/-/healthy", "/-/ready", "/monitor", "/config", "/metrics"):
+        for path in ("/-/healthy", "/-/ready", "/monitor", "/-/config", "/metrics"):
             assert (await client.get(path)).status_code == 200
         await client.get("/items/1")
     assert set(_requests(service)) == {("GET", "/items/{item_id}", "200")}

@@ -107,7 +107,7 @@ async def test_monitor_shows_identity_workers_and_readiness() -> None:
 async def test_config_is_redacted() -> None:
     service, sink = make_service(env={"STATOR_CONSUL_TOKEN": "hunter2-token"})
     async with running(service) as client:
-        body = (await client.get("/config")).json()
+        body = (await client.get("/-/config")).json()
     assert body["config"]["http"]["port"] == 8087
     assert body["config"]["shutdown"]["timeout"] == "15s"
     assert body["config"]["consul"]["token"] == "--redacted--"
@@ -193,7 +193,9 @@ async def test_instrument_works_under_plain_uvicorn() -> None:
     assert service.state == "stopped"
 
 
-@pytest.mark.parametrize("path", ["/-/healthy", "/-/ready", "/monitor", "/config", "/metrics"])
+@pytest.mark.parametrize(
+    "path", ["/-/healthy", "/-/ready", "/monitor", "/-/config", "/metrics", "/-/monitor", "/-/metrics"]
+)
 async def test_ops_endpoints_mountable_without_app(path: str) -> None:
     service, _ = make_service()
     async with running(service) as client:

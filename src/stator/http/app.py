@@ -1,97 +1,165 @@
-"""Composition of the ASGI app a Service serves: lifespan → ops endpoints → the application."""
+"""Composition of the ASGI app a service serves: lifespan → observability middleware → ops endpoints or the app.
+
+It depends on two narrow interfaces, declared here where they are consumed: :class:`Lifecycle` (what the ASGI
+lifespan drives) and the :class:`~stator.http.ops.OpsApp` it is given. The service builds the middleware.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-from stator.http.asgi import ASGIApp, Message, Receive, Scope, Send
-from stator.http.middleware import ObservabilityMiddleware
+from stator.asgi import ASGIApp, Message, Receive, Scope, Send
+from stator.http.frameworks import routes_path
+from stator.http.middleware import OPS_PREFIX
 from stator.http.ops import OpsApp, not_found_app
+from stator.logs import Logger
 
-if TYPE_CHECKING:
-    from stator.service import Service
+
+class Lifecycle(Protocol):
+    """What the ASGI lifespan drives: the service's start, and its ordered stop around the app's own."""
+
+    logger: Logger
+
+    @property
+    def started(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Logging bridge, workers, registration, discovery (idempotent)."""
+
+    async def begin_shutdown(self) -> None:
+        """Readiness off, deregistration (idempotent); starts the shutdown deadline."""
+
+    async def finish_shutdown(self) -> None:
+        """Workers stopped, spans flushed, logging bridge removed — unless the service's own server drives it."""
 
 
 class ServiceApp:
-    """What a Service serves: the observability middleware around a router that sends ops paths to
-    :class:`OpsApp` and everything else to the application; plus the service's workers run through the ASGI
-    lifespan (so ``uvicorn mymodule:app`` runs them too). The application's own lifespan, if it has one, runs
-    inside ours: its startup after the workers start, its shutdown before they stop.
+    """What a service serves: the observability middleware around a router that sends ``/-/`` paths to the ops
+    endpoints and everything else to the application; the service's lifecycle run through the ASGI lifespan
+    (so ``uvicorn mymodule:app``, gunicorn, hypercorn and granian run it too). The application's own lifespan,
+    if it has one, runs inside ours: its startup after the service started, its shutdown after readiness flipped
+    and deregistration, before the workers stop.
 
-    With ``ops=False`` (a separate ops port) the ops paths are not routed here but served by :func:`ops_app`.
+    Aliases outside ``/-/`` (``/metrics``, ``/monitor``, ``/services``) go to the application first: a route of
+    its own wins, and only its 404 hands the request to the ops endpoint (a collision is logged once).
+    ``ops=None`` (a separate ops port) serves the application alone.
     """
 
-    def __init__(self, service: Service, app: ASGIApp | None, *, ops: bool = True) -> None:
-        self.service = service
+    def __init__(
+        self,
+        app: ASGIApp | None,
+        *,
+        lifecycle: Lifecycle,
+        middleware: Callable[[ASGIApp], ASGIApp],
+        ops: OpsApp | None,
+    ) -> None:
         self.app = app or not_found_app
-        self.ops = OpsApp(service, service.service_metrics.endpoint(), service.settings.metrics.path) if ops else None
-        self.http = _middleware(service, self._route, self.ops.paths if self.ops else ())
+        self.lifecycle = lifecycle
+        self.ops = ops
+        self.http = middleware(self._route)
+        self._lifespan_seen = False
+        self._collisions: set[str] = set()
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.ops is not None and scope["path"] in self.ops.paths:
-            await self.ops(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        ops = self.ops
+        if ops is not None:
+            path = scope["path"]
+            if path.startswith(OPS_PREFIX):
+                await ops(scope, receive, send)
+                return
+            if ops.alias_target(path) is not None:
+                await self._alias(ops, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _alias(self, ops: OpsApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """The application answers first; its 404 (body swallowed) hands the request to the ops endpoint."""
+        missing = False
+
+        async def probe(message: Message) -> None:
+            nonlocal missing
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                missing = True
+            if not missing:
+                await send(message)
+
+        if self.app is not not_found_app:
+            await self.app(scope, receive, probe)
+            if not missing:
+                self._collided(scope["path"])
+                return
+        await ops(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if not self._lifespan_seen:
+                self._no_lifespan()
             await self.http(scope, receive, send)
         elif kind == "lifespan":
+            self._lifespan_seen = True
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
+    def _check_collisions(self) -> None:
+        """Say once, at start, which ops aliases the application routes itself (where the framework can tell
+        without a request; otherwise the first request to the alias tells)."""
+        if self.ops is None or self.app is not_found_app:
+            return
+        for path in sorted(self.ops.aliases):
+            if routes_path(self.app, path):
+                self._collided(path)
+
+    def _collided(self, path: str) -> None:
+        if path in self._collisions:
+            return
+        self._collisions.add(path)
+        assert self.ops is not None
+        self.lifecycle.logger.warning(
+            "the application routes an ops alias: its route wins", path=path, ops_endpoint=self.ops.alias_target(path)
+        )
+
+    def _no_lifespan(self) -> None:
+        self._lifespan_seen = True  # warn once
+        if not self.lifecycle.started:
+            self.lifecycle.logger.warning(
+                "the server sent no ASGI lifespan events: workers, registration, discovery and the logging bridge"
+                " are not running (uvicorn: --lifespan on; granian: --interface asgi, not asginl)"
+            )
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        service = self.service
+        lifecycle = self.lifecycle
         message = await receive()
         if message["type"] != "lifespan.startup":
             return
-        await service.start()
+        try:
+            await lifecycle.start()
+            self._check_collisions()
+        except Exception as exc:
+            lifecycle.logger.error("service startup failed", exc=exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
         inner = _InnerLifespan(self.app, scope)
         try:
             await inner.startup()
         except Exception as exc:
-            service.logger.error("application startup failed", exc=exc)
+            lifecycle.logger.error("application startup failed", exc=exc)
+            await lifecycle.begin_shutdown()
+            await lifecycle.finish_shutdown()
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
-        deadline = time.monotonic() + service.settings.shutdown.timeout
-        await service.begin_shutdown(deadline)
+        await lifecycle.begin_shutdown()
         try:
             await inner.shutdown()
         except Exception as exc:
-            service.logger.error("application shutdown failed", exc=exc)
-        if not service.serving:
-            await service.stop_workers(deadline)
+            lifecycle.logger.error("application shutdown failed", exc=exc)
+        await lifecycle.finish_shutdown()
         await send({"type": "lifespan.shutdown.complete"})
-
-
-def _middleware(service: Service, app: ASGIApp, ops_paths: Collection[str]) -> ObservabilityMiddleware:
-    http = service.settings.http
-    return ObservabilityMiddleware(
-        app,
-        logger=service.logger,
-        metrics=service.http_metrics,
-        ops_paths=ops_paths,
-        request_id_header=http.request_id_header,
-        slow=http.slow,
-        access_log=http.access_log,
-        instrument_ops=http.instrument_ops,
-        ops_log_sample=http.access_log_ops_sample,
-        route_resolver=service.route_resolver,
-        tracer=service.tracer,
-    )
-
-
-def ops_app(service: Service) -> ASGIApp:
-    """The ops endpoints alone, for the separate ops listener (``STATOR_OPS_PORT``)."""
-    ops = OpsApp(service, service.service_metrics.endpoint(), service.settings.metrics.path)
-    return _middleware(service, ops, ops.paths)
 
 
 class _InnerLifespan:
@@ -122,6 +190,9 @@ class _InnerLifespan:
             self.supported = False
 
     async def startup(self) -> None:
+        if self.app is not_found_app:
+            self.supported = False
+            return
         self.task = asyncio.create_task(self._run())
         # The app task may end with the exception that says "no lifespan here": retrieve it so asyncio
         # does not log it as never retrieved.
@@ -131,7 +202,3 @@ class _InnerLifespan:
     async def shutdown(self) -> None:
         if self.supported and self.task is not None and not self.task.done():
             await self._exchange("shutdown")
-
-
-def build_app(service: Service, app: ASGIApp | None) -> ASGIApp:
-    return ServiceApp(service, app, ops=service.settings.ops.port is None)

@@ -1,7 +1,23 @@
-"""The ops endpoints as one pure ASGI app: ``/-/healthy``, ``/-/ready``, ``/monitor``, ``/config``, ``/metrics``.
+"""The ops endpoints as one pure ASGI app. Every one of them lives under ``/-/``, a prefix no application uses:
 
-It knows only the small :class:`OpsSource` interface below, so it can be mounted in any ASGI app or served on a
-separate port. Paths are matched exactly; GET and HEAD only, anything else is 405 with ``Allow``.
+==================  ===========================================================================================
+``/-/healthy``      liveness (503 when the event loop is wedged)
+``/-/ready``        readiness (503 with the failing checks, and from the first moment of shutdown)
+``/-/monitor``      what the service is doing (workers, registration, discovery, tracing, ...)
+``/-/services``     the discovered services document (long-poll with ``?after=&wait=``)
+``/-/metrics``      Prometheus / OpenMetrics exposition
+``/-/config``       the loaded configuration, redacted: *sensitive*, see below
+==================  ===========================================================================================
+
+Outside ``/-/`` the seed's paths stay as aliases — ``/metrics`` (``STATOR_METRICS_PATH``), ``/monitor`` and
+``/services`` — but an application route always wins over an alias (see :class:`~stator.http.app.ServiceApp`).
+
+Sensitive endpoints (``/-/config``, and mounts added with ``sensitive=True`` such as the profiler) are served
+only where ``sensitive`` is true: on the separate ops port, or on the application port when there is none and
+``STATOR_OPS_EXPOSE_SENSITIVE`` allows it.
+
+It knows only the small :class:`OpsSource` interface below. GET and HEAD only (mounts decide for themselves);
+anything else is 405 with ``Allow``; an unknown ``/-/`` path is a JSON 404.
 """
 
 from __future__ import annotations
@@ -9,13 +25,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from stator.asgi import ASGIApp, Receive, Scope, Send, send_bytes, send_json
 from stator.health import Readiness
-from stator.http.asgi import Receive, Scope, Send, send_bytes, send_json
+from stator.http.middleware import OPS_PREFIX, OPS_SCOPE_KEY
 
 HEALTHY = "/-/healthy"
 READY = "/-/ready"
-MONITOR = "/monitor"
-CONFIG = "/config"
+MONITOR = "/-/monitor"
+CONFIG = "/-/config"
+SERVICES = "/-/services"
+METRICS = "/-/metrics"
+# Seed paths kept outside /-/, each naming the ops endpoint it stands for (the metrics path is configurable).
+ALIASES = {"/monitor": MONITOR, "/services": SERVICES}
 
 
 class OpsSource(Protocol):
@@ -34,29 +55,70 @@ MetricsEndpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class OpsApp:
-    def __init__(self, source: OpsSource, metrics: MetricsEndpoint | None, metrics_path: str = "/metrics") -> None:
+    def __init__(
+        self,
+        source: OpsSource,
+        metrics: MetricsEndpoint | None,
+        metrics_path: str = "/metrics",
+        *,
+        services: ASGIApp | None = None,
+        sensitive: bool = True,
+    ) -> None:
         self.source = source
         self.metrics = metrics
-        self.paths = {HEALTHY, READY, MONITOR, CONFIG}
-        self.metrics_path = metrics_path
-        if metrics is not None:
-            self.paths.add(metrics_path)
+        self.services = services
+        self.sensitive = sensitive
+        self.aliases = dict(ALIASES)
+        if metrics is not None and metrics_path != METRICS:
+            self.aliases[metrics_path] = METRICS
+        self._mounts: list[tuple[str, ASGIApp]] = []
 
-    def handles(self, path: str) -> bool:
-        return path in self.paths
+    def mount(self, prefix: str, app: ASGIApp, *, sensitive: bool = True, alias: str | None = None) -> None:
+        """Serve ``app`` for every path under ``prefix`` (which must start with ``/-/``); ``alias`` is a second
+        prefix outside ``/-/`` that an application route wins over, like the other aliases. A sensitive mount
+        is left out where sensitive endpoints are not served."""
+        if not prefix.startswith(OPS_PREFIX):
+            raise ValueError(f"ops mounts live under {OPS_PREFIX}: {prefix!r}")
+        if sensitive and not self.sensitive:
+            return
+        self._mounts.append((prefix.rstrip("/"), app))
+        if alias:
+            self.aliases[alias.rstrip("/")] = prefix.rstrip("/")
+
+    def alias_target(self, path: str) -> str | None:
+        """The ops path an alias stands for (``/monitor`` -> ``/-/monitor``), or None."""
+        target = self.aliases.get(path)
+        if target is not None:
+            return target
+        for alias, prefix in self.aliases.items():
+            if path.startswith(alias + "/") and any(prefix == p for p, _ in self._mounts):
+                return prefix + path[len(alias) :]
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[OPS_SCOPE_KEY] = True
         path = scope["path"]
-        if path not in self.paths:
-            await send_json(send, 404, {"error": "not found", "path": path})
-            return
+        if not path.startswith(OPS_PREFIX):
+            path = self.alias_target(path) or path
+        for prefix, app in self._mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                await app({**scope, "path": path[len(prefix) :] or "/", "root_path": prefix}, receive, send)
+                return
         method = scope["method"]
+        known = path in (HEALTHY, READY, MONITOR, SERVICES, METRICS) or (path == CONFIG and self.sensitive)
+        if not known or (path == METRICS and self.metrics is None) or (path == SERVICES and self.services is None):
+            await send_json(send, 404, {"error": "not found", "path": scope["path"]})
+            return
         if method not in ("GET", "HEAD"):
             await send_json(send, 405, {"error": f"method {method} not allowed"}, [(b"allow", b"GET, HEAD")])
             return
         head = method == "HEAD"
-        if path == self.metrics_path and self.metrics is not None:
+        if path == METRICS:
+            assert self.metrics is not None
             await self.metrics(scope, receive, send)
+        elif path == SERVICES:
+            assert self.services is not None
+            await self.services(scope, receive, send)
         elif path == HEALTHY:
             alive = self.source.alive()
             await send_json(send, 200 if alive else 503, {"status": "ok" if alive else "wedged"}, head=head)

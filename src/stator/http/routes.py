@@ -14,17 +14,23 @@ to :func:`stator.instrument`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-UNMATCHED = "<unmatched>"
+from stator.asgi import UNMATCHED
+
+__all__ = ["UNMATCHED", "template"]
 _MOUNT_TAIL = "/{path}"
+_CONVERTOR = re.compile(r"\{(\w+):[^}]*\}")
 
 
 def template(scope: Any, entry_root_path: str) -> str:
     """The route template of a handled request; ``<unmatched>`` when no route claimed it."""
     route = scope.get("route")
     if route is None:
-        return UNMATCHED
+        # Litestar routes on its own and leaves the matched template in the scope ("/items/{item_id:int}").
+        litestar = scope.get("path_template")
+        return _CONVERTOR.sub(r"{\1}", litestar) if isinstance(litestar, str) else UNMATCHED
     # path_format drops convertors ("/x/{x_id:int}" -> "/x/{x_id}"): the template people read in dashboards.
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(path, str):

@@ -10,6 +10,7 @@ from stator.roster.address import advertised_address
 from stator.roster.consul import ConsulRegistrar
 from stator.roster.etcd import EtcdRegistrar
 from stator.roster.roster import Instance, Registrar, Roster
+from stator.workers import LeaderOnly
 
 if TYPE_CHECKING:
     from stator.service import Service
@@ -45,12 +46,11 @@ def build_registrar(service: Service) -> Registrar | None:
 def describe_instance(service: Service) -> Instance | None:
     """This instance as the registry should see it; None until the HTTP server listens."""
     settings = service.settings
-    bound = service.address
+    # Under an outside ASGI server (``uvicorn module:app``) the listening socket is read from the kernel; None
+    # until the server has bound it (the lifespan starts first), and the roster waits for it.
+    bound = service.listen_address()
     if bound is None:
-        # Served by an outside ASGI server (``uvicorn module:app``): the configured port is all we know.
-        if service.serving or not settings.http.port:
-            return None
-        bound = (settings.http.host, settings.http.port)
+        return None
     address = advertised_address(settings.service.address, bound[0])
     port = bound[1]
     ops_port = port
@@ -98,6 +98,8 @@ def setup_registration(service: Service) -> Roster | None:
         retry_max=settings.retry_max,
         deregister_timeout=settings.deregister_timeout,
     )
-    service.add_worker(roster)
+    # Several worker processes of one instance: only the group's leader registers it (another takes over when
+    # it dies), so the registry sees one instance, not one per worker.
+    service.add_worker(roster if service.group is None else LeaderOnly(roster, service.group))
     service.add_monitor_section("registration", roster.snapshot)
     return roster

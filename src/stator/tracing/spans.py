@@ -50,6 +50,7 @@ class LightSpan(trace.Span):
         "links",
         "name",
         "parent",
+        "provider",
         "resource",
         "start_time",
         "status",
@@ -84,6 +85,8 @@ class LightSpan(trace.Span):
         self.resource = resource
         self.instrumentation_scope = scope
         self._on_end = on_end
+        # The provider of the tracer that made it: tracers of the global provider route children to it.
+        self.provider: Any = None
 
     def get_span_context(self) -> SpanContext:
         return self.context
@@ -155,6 +158,7 @@ class LightTracer(trace.Tracer):
         self.scope = scope
         self.on_end = on_end
         self.ids = id_generator or RandomIdGenerator()
+        self.provider: Any = None  # the ServiceTracerProvider that made this tracer, if any
 
     def start_span(
         self,
@@ -191,7 +195,7 @@ class LightTracer(trace.Tracer):
         attrs = dict(attributes) if attributes else {}
         if sampled.attributes:
             attrs.update(sampled.attributes)
-        return LightSpan(
+        span = LightSpan(
             name,
             ctx,
             parent,
@@ -203,6 +207,8 @@ class LightTracer(trace.Tracer):
             self.scope,
             self.on_end,
         )
+        span.provider = self.provider
+        return span
 
     @_agnosticcontextmanager
     def start_as_current_span(

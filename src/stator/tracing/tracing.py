@@ -18,20 +18,19 @@ import httpx
 from opentelemetry import context, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from stator.asgi import OVERFLOW, UNMATCHED, Scope
 from stator.config import Settings
-from stator.http.asgi import Scope
-from stator.http.routes import UNMATCHED
 from stator.logs import Logger
 from stator.tracing.export import HTTPPoster, Post, QueueSpanProcessor
-from stator.tracing.spans import LightSpan, LightTracer
+from stator.tracing.provider import ServiceTracerProvider, attach_global, detach_global
+from stator.tracing.spans import LightSpan
 
-_NO_ROUTE = frozenset({UNMATCHED, "<overflow>"})
+_NO_ROUTE = frozenset({UNMATCHED, OVERFLOW})
 _PROPAGATOR = TraceContextTextMapPropagator()  # stateless: a parser, not state
 
 
@@ -69,7 +68,9 @@ class Tracing:
         resource = Resource.create(
             {"service.name": service_name, "service.version": version, "service.instance.id": instance_id}
         )
-        poster = post or HTTPPoster(otlp.endpoint, _headers(otlp.headers.get_secret_value()), otlp.timeout)
+        endpoint = otlp.endpoint  # a SecretURL: its text is redacted; credentials go as a Basic header
+        headers = {**endpoint.auth_headers(), **_headers(otlp.headers.get_secret_value())}
+        poster = post or HTTPPoster(endpoint.bare, headers, otlp.timeout)
         self.processor = QueueSpanProcessor(
             poster,
             logger,
@@ -77,12 +78,14 @@ class Tracing:
             batch_size=otlp.batch_size,
             batch_delay=otlp.batch_delay,
         )
-        self.tracer = LightTracer(
-            ParentBased(TraceIdRatioBased(otlp.sample_ratio)),
-            resource,
-            InstrumentationScope("stator", version),
-            self.processor.enqueue,
+        # A real OpenTelemetry TracerProvider (get_tracer per instrumentation scope) over the light spans: the
+        # server span comes from its "stator" tracer, user and library spans from theirs, one export queue.
+        self.provider = ServiceTracerProvider(
+            ParentBased(TraceIdRatioBased(otlp.sample_ratio)), resource, self.processor.enqueue
         )
+        self.tracer = self.provider.get_tracer("stator", version)
+        self.global_provider = otlp.global_provider
+        self._global = False
         self.server_address = settings.http.host
         registry.register(_TracingCollector(self))
 
@@ -182,6 +185,26 @@ class Tracing:
 
         return finish
 
+    # -- the global provider -------------------------------------------------------------------------------
+
+    def install_global(self) -> None:
+        """Answer OpenTelemetry's global ``get_tracer()`` with this service's provider (STATOR_OTLP_GLOBAL_PROVIDER);
+        undone by :meth:`shutdown`."""
+        if not self.global_provider or self._global:
+            return
+        self._global = attach_global(self.provider)
+        if not self._global:
+            self.logger.warning(
+                "another OpenTelemetry tracer provider is installed globally: spans made with trace.get_tracer()"
+                " go to it, not through stator",
+                provider=type(trace.get_tracer_provider()).__qualname__,
+            )
+
+    def uninstall_global(self) -> None:
+        if self._global:
+            detach_global(self.provider)
+            self._global = False
+
     # -- state, shutdown -----------------------------------------------------------------------------------
 
     def monitor(self) -> dict[str, Any]:
@@ -202,6 +225,7 @@ class Tracing:
         """Flush what is queued within ``timeout`` seconds, then stop the export thread (blocking: call it
         from a thread). Returns whether everything queued was exported."""
         started = time.monotonic()
+        self.uninstall_global()
         flushed = self.processor.force_flush(int(max(0.0, timeout) * 1000))
         self.processor.shutdown()
         self.logger.info(

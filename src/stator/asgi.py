@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -48,3 +48,16 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+# Route labels that are not templates: no route claimed the request, or the label-set cap was reached. They live
+# here, in the core, because the telemetry layers (tracing) need them without importing the HTTP layer.
+UNMATCHED = "<unmatched>"
+OVERFLOW = "<overflow>"
+
+
+class AnyASGIApp(Protocol):
+    """Any ASGI application, whatever its own ASGI type annotations (Litestar's, Starlette's, asgiref's ...):
+    what :func:`stator.instrument` and :class:`~stator.service.Service` accept."""
+
+    def __call__(self, scope: Any, receive: Any, send: Any, /) -> Awaitable[None]: ...
