@@ -113,7 +113,7 @@ def build_service(settings: Settings, spec: str | None, slot_hint: int | None = 
         app = load_app(spec)
         if isinstance(app, Instrumented):
             return app.service
-        return Service(settings, app=cast(AnyASGIApp, app), slot_hint=slot_hint)
+        return Service(settings, app=cast(AnyASGIApp, app), slot_hint=slot_hint, from_env=True)
 
     from stator.app.reference import Wiring, create_app
     from stator.remotewrite import setup_remote_write
@@ -123,7 +123,7 @@ def build_service(settings: Settings, spec: str | None, slot_hint: int | None = 
     wiring = Wiring()
     reference = create_app(wiring=wiring)
     # The reference service is called "stator" unless STATOR_SERVICE_NAME says otherwise: no "no name" warning.
-    service = Service(settings, app=reference, name=settings.service.name, slot_hint=slot_hint)
+    service = Service(settings, app=reference, name=settings.service.name, slot_hint=slot_hint, from_env=True)
     wiring.instance_id = service.instance_id  # X-Served-By on every answer
     if settings.upstream.service:  # STATOR_UPSTREAM_SERVICE: /sum and /concat forwarded to that service
         wiring.upstream = service.upstream(settings.upstream.service)

@@ -76,8 +76,10 @@ class Service:
         route_resolver: Callable[[Scope], str] | None = None,
         tracer: RequestTracer | None = None,
         slot_hint: int | None = None,
+        from_env: bool | None = None,
     ) -> None:
-        self._from_env = settings is None
+        # Settings read from os.environ (here, or by the caller: from_env=True): unknown STATOR_* are warned of.
+        self._from_env = settings is None if from_env is None else from_env
         settings = settings if settings is not None else load_settings(os.environ)
         # Unnamed: neither name= nor STATOR_SERVICE_NAME. Said once at start: a service called "stator" by
         # accident registers, logs and exports metrics under the wrong name.

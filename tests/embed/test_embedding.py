@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import prometheus_client
@@ -162,3 +163,11 @@ def test_instrumented_is_typed_for_users() -> None:
     # `mypy --strict examples` (CI) is the real check; this one guards the runtime shape it relies on.
     app = instrument(_app(), make_service()[0].settings, name="typed")
     assert app.service.asgi is app
+
+
+def test_stator_run_warns_of_unknown_settings_once(spawn: Any) -> None:
+    proc = spawn(STATOR_HTTP_PROT="8080")  # a typo of STATOR_HTTP_PORT
+    line = proc.wait_for("unknown setting ignored")
+    assert line["variable"] == "STATOR_HTTP_PROT"
+    proc.wait_for("listening")
+    assert proc.messages().count("unknown setting ignored") == 1

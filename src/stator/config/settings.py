@@ -1,7 +1,7 @@
 """The service's settings, one group per concern, read from ``STATOR_<GROUP>_<FIELD>`` environment variables.
 
 The models are the single source of truth: ``stator run -h`` is generated from them (env name, type, default,
-required, description) and ``stator run -c`` / ``/config`` dump them with secrets redacted. A field whose env name
+required, description) and ``stator run -c`` / ``/-/config`` dump them with secrets redacted. A field whose env name
 does not follow the group scheme says so with ``json_schema_extra={"env": "STATOR_..."}``.
 """
 

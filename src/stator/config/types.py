@@ -54,7 +54,7 @@ Port = Annotated[int, Field(ge=0, le=65535), EnvType("port")]
 """TCP port; 0 asks the OS for a free one (the bound port is logged and shown in /monitor)."""
 
 Secret = Annotated[SecretStr, EnvType("secret")]
-"""A value that is redacted in ``-c``, ``/config`` and logs."""
+"""A value that is redacted in ``-c``, ``/-/config`` and logs."""
 
 
 # -- URLs whose userinfo is a secret ------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def redact_url(url: str) -> str:
 class SecretURL(str):
     """A URL setting whose userinfo is a secret: as a string it *is* the redacted URL.
 
-    Everything that turns the value into text — logs, ``-c``, ``/config``, ``/monitor`` (orjson serialises str
+    Everything that turns the value into text — logs, ``-c``, ``/-/config``, ``/-/monitor`` (orjson serialises str
     subclasses by their content), f-strings, ``repr``, exception messages — gets ``http://admin:--redacted--@host``,
     by construction. Code that connects asks for the parts explicitly: :attr:`bare` (the URL without userinfo)
     plus :meth:`auth_headers` (the credentials as an ``Authorization: Basic`` header), or
@@ -221,4 +221,4 @@ class SecretURL(str):
 
 URL = Annotated[SecretURL, EnvType("url")]
 """A URL setting: userinfo (``http://user:password@host``) and secret query values are redacted wherever the value
-is shown — ``-c``, ``/config``, ``/monitor``, logs, error messages. Every URL setting uses this type."""
+is shown — ``-c``, ``/-/config``, ``/-/monitor``, logs, error messages. Every URL setting uses this type."""

@@ -21,7 +21,7 @@ keeps it: :func:`attach_global` says so and returns ``False``, and the user's sp
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -32,9 +32,8 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util import types
-from opentelemetry.util._decorator import _agnosticcontextmanager  # what the API's own Tracer uses
 
-from stator.tracing.spans import LightSpan, LightTracer
+from stator.tracing.spans import CurrentSpanTracer, LightSpan, LightTracer
 
 
 class ServiceTracerProvider(trace.TracerProvider):
@@ -116,7 +115,7 @@ class DelegatingTracerProvider(trace.TracerProvider):
         return providers[-1].get_tracer(*key) if providers else None
 
 
-class _DelegatingTracer(trace.Tracer):
+class _DelegatingTracer(CurrentSpanTracer):
     __slots__ = ("key", "owner")
 
     def __init__(self, owner: DelegatingTracerProvider, key: tuple[Any, ...]) -> None:
@@ -138,28 +137,6 @@ class _DelegatingTracer(trace.Tracer):
         if tracer is None:
             return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
         return tracer.start_span(name, context, kind, attributes, links, start_time)
-
-    @_agnosticcontextmanager
-    def start_as_current_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: types.Attributes = None,
-        links: Sequence[Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
-        span = self.start_span(name, context, kind, attributes, links, start_time)
-        with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
 
 
 GLOBAL = DelegatingTracerProvider()
