@@ -72,6 +72,7 @@ class OpsApp:
         if metrics is not None and metrics_path != METRICS:
             self.aliases[metrics_path] = METRICS
         self._mounts: list[tuple[str, ASGIApp]] = []
+        self._mount_aliases: tuple[str, ...] = ()  # "alias/" prefixes of mounts: one startswith() per request
 
     def mount(self, prefix: str, app: ASGIApp, *, sensitive: bool = True, alias: str | None = None) -> None:
         """Serve ``app`` for every path under ``prefix`` (which must start with ``/-/``); ``alias`` is a second
@@ -84,16 +85,15 @@ class OpsApp:
         self._mounts.append((prefix.rstrip("/"), app))
         if alias:
             self.aliases[alias.rstrip("/")] = prefix.rstrip("/")
+            self._mount_aliases = (*self._mount_aliases, alias.rstrip("/") + "/")
 
     def alias_target(self, path: str) -> str | None:
         """The ops path an alias stands for (``/monitor`` -> ``/-/monitor``), or None."""
         target = self.aliases.get(path)
-        if target is not None:
+        if target is not None or not path.startswith(self._mount_aliases):
             return target
-        for alias, prefix in self.aliases.items():
-            if path.startswith(alias + "/") and any(prefix == p for p, _ in self._mounts):
-                return prefix + path[len(alias) :]
-        return None
+        alias = next(a for a in self._mount_aliases if path.startswith(a))[:-1]
+        return self.aliases[alias] + path[len(alias) :]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[OPS_SCOPE_KEY] = True
