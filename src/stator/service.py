@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
@@ -41,7 +39,6 @@ from stator.http.app import ServiceApp
 from stator.http.frameworks import install_error_handler
 from stator.http.middleware import ObservabilityMiddleware, RequestTracer
 from stator.http.ops import OpsApp
-from stator.http.protocol import Edge, EdgeLimits
 from stator.http.ratelimit import RateLimitMiddleware, key_from_setting
 from stator.http.red import RedMetrics
 from stator.ids import short_id
@@ -53,6 +50,7 @@ from stator.metrics import ServiceMetrics
 from stator.profiling import Profiler, ProfilingApp
 from stator.profiling import install as install_profiler
 from stator.tracing import Tracing
+from stator.ui import InstancePages
 from stator.workers import Policies, WorkerGroup
 from stator.workers.identity import GroupDirError
 
@@ -161,12 +159,8 @@ class Service:
         self._workers: list[tuple[Worker, WorkerState]] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._monitor_sections: dict[str, Callable[[], Any]] = {}
-        self._stop = asyncio.Event()
-        self._stop_signals = 0
         self._deadline: float | None = None
         self._uninstall_logging: Callable[[], None] | None = None
-        self._ops_server: uvicorn.Server | None = None
-        self.edge: Edge | None = None  # limits of the listeners stator runs itself; built with the first (_server)
         self._upstreams: UpstreamHub | None = None
         # True while serve() drives the lifecycle: the ASGI lifespan then leaves the workers to it, so they
         # stop after the HTTP drain, not inside it.
@@ -211,6 +205,9 @@ class Service:
         self.statsd = setup_statsd(self)
         self.services = ServicesEndpoint(self.discovery)
         self.asgi: ServiceApp = self._build_app(self.user_app)
+        from stator.serving import Runner  # drives uvicorn for `stator run` and the ops listener
+
+        self.runner = Runner(self)
 
     # -- composition -------------------------------------------------------------------------------------
 
@@ -220,6 +217,7 @@ class Service:
         )
         if self.profiler is not None:
             ops.mount(PPROF, ProfilingApp(self.profiler), sensitive=True, alias="/debug/pprof")
+        ops.mount("/-/ui", InstancePages(self, profile_links=sensitive), sensitive=False)  # status, routes, requests
         return ops
 
     def middleware(self, app: ASGIApp) -> ObservabilityMiddleware:
@@ -373,6 +371,17 @@ class Service:
         task = asyncio.create_task(supervise(worker, state, self.logger, backoff), name=f"worker:{worker.name}")
         self._tasks[state.worker_id] = task
 
+    def install_logging(self) -> None:
+        """Route stdlib logging (libraries, the server, the app's own loggers) through this service's logger:
+        the one process-global hook, undone by :meth:`uninstall_logging` (idempotent)."""
+        if self._uninstall_logging is None:
+            self._uninstall_logging = stdlib.install(self.logger, self.settings.log.level)
+
+    def uninstall_logging(self) -> None:
+        if self._uninstall_logging is not None:
+            self._uninstall_logging()
+            self._uninstall_logging = None
+
     @property
     def started(self) -> bool:
         return self.state != "new"
@@ -385,8 +394,7 @@ class Service:
         self.state = "starting"
         if self._log_sink is not None:
             self._log_sink.bind(asyncio.get_running_loop())
-        if self._uninstall_logging is None:
-            self._uninstall_logging = stdlib.install(self.logger, self.settings.log.level)
+        self.install_logging()
         if self.tracing is not None:
             self.tracing.install_global()
         if self.unnamed:
@@ -398,7 +406,7 @@ class Service:
             for variable in unknown_variables(os.environ):
                 self.logger.warning("unknown setting ignored", variable=variable)
         if not self.serving and self.settings.ops.port is not None:
-            await self._start_ops_listener()
+            await self.runner.start_ops_listener()
         for worker, state in self._workers:
             self._spawn(worker, state)
         self.readiness.started = True
@@ -431,9 +439,7 @@ class Service:
         if self.serving:
             return
         await self.begin_shutdown()
-        if self._ops_server is not None:
-            self._ops_server.should_exit = True
-            await self._ops_server.shutdown()
+        await self.runner.stop_ops_listener()
         await self.stop_workers(self._deadline or time.monotonic())
         self.logger.info("stopped")
 
@@ -454,187 +460,26 @@ class Service:
         if self.group is not None:
             self.group.close()  # a final snapshot (its totals stay in the sum), slot and leadership released
         self.state = "stopped"
-        if self._uninstall_logging is not None and not self.serving:
-            self._uninstall_logging()
-            self._uninstall_logging = None
+        if not self.serving:  # under `stator run`, the Runner removes the bridge after the last line is written
+            self.uninstall_logging()
         if self._log_sink is not None:
             self._log_sink.unbind()
 
-    async def _start_ops_listener(self) -> None:
-        """STATOR_OPS_PORT under an outside server: the ops endpoints on their own listener in this process.
-        SO_REUSEPORT lets every worker process of a multi-process server bind it."""
-        ops = self.settings.ops
-        assert ops.port is not None
-        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.http.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((self.settings.http.host, ops.port))
-        except OSError as exc:
-            sock.close()
-            self.logger.error("ops port cannot be bound", port=ops.port, exc=exc)
-            return
-        server = self._server(self.ops_app(), self.settings.http.host, ops.port, lifespan=False)
-        await server.startup(sockets=[sock])
-        self._ops_server = server
-        self.ops_address = _bound(server, self.settings.http.host, ops.port)
-        self.logger.info("ops listening", address=_show(self.ops_address))
-
-    # -- serving (stator run) ----------------------------------------------------------------------------
+    # -- serving (stator run): the Runner drives uvicorn; these are the Service's handles on it -----------------
 
     def request_stop(self) -> None:
-        self._stop.set()
+        """Begin the ordered stop of :meth:`serve` (what SIGINT/SIGTERM do)."""
+        self.runner.request_stop()
 
     async def serve(self, sock: socket.socket | None = None, ops_sock: socket.socket | None = None) -> int:
         """Serve HTTP and run the workers until :meth:`request_stop`; returns the process exit code."""
-        token = stdlib.current_logger.set(self.logger)
-        self._uninstall_logging = stdlib.install(self.logger, self.settings.log.level)
-        try:
-            return await self._serve(sock, ops_sock)
-        finally:
-            self._uninstall_logging()
-            self._uninstall_logging = None
-            stdlib.current_logger.reset(token)
-
-    async def _serve(self, sock: socket.socket | None, ops_sock: socket.socket | None) -> int:
-        http = self.settings.http
-        self.serving = True
-        self.logger.info("starting up", version=self.version, config=self.config_dump())
-        server = self._server(self.asgi, http.host, http.port, lifespan=True)
-        ops_server = None
-        if self.settings.ops.port is not None:
-            ops_server = self._server(self.ops_app(), http.host, self.settings.ops.port, lifespan=False)
-        try:
-            await server.startup(sockets=[sock] if sock else None)
-            if ops_server is not None:
-                await ops_server.startup(sockets=[ops_sock] if ops_sock else None)
-        except SystemExit:  # uvicorn exits on bind errors and failed lifespan startup, after logging them
-            self.logger.error("http server failed to start", host=http.host, port=http.port)
-            if server.started:
-                server.should_exit = True
-                await server.shutdown()
-            await self.stop_workers(time.monotonic() + 1.0)
-            return 1
-        self.address = _bound(server, http.host, http.port)
-        self.logger.info("listening", address=_show(self.address))
-        if ops_server is not None:
-            self.ops_address = _bound(ops_server, http.host, self.settings.ops.port or 0)
-            self.logger.info("ops listening", address=_show(self.ops_address))
-        await self.start()
-        servers = [s for s in (server, ops_server) if s is not None]
-        loops = [asyncio.create_task(s.main_loop(), name="uvicorn-main-loop") for s in servers]
-        stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
-
-        # -- shutdown (issue 13: lame duck, deadline 503) ---------------------------------------------------------
-        now = time.monotonic()
-        lame_duck_until = now + self.settings.shutdown.delay
-        deadline = lame_duck_until + self.settings.shutdown.timeout  # the drain gets the whole timeout
-        self.logger.info("shutting down")
-        if self.edge is not None:
-            self.edge.set_closing()  # from now on every response says Connection: close
-        await self.begin_shutdown(deadline)
-        if (left := lame_duck_until - time.monotonic()) > 0:
-            # Clients holding this address from the registry or DNS keep being served while they learn it is gone.
-            self.logger.info("lame duck: still serving, responses say Connection: close", seconds=round(left, 3))
-            await asyncio.sleep(left)
-        self.logger.info("shutting down http service")
-        for s in servers:
-            s.should_exit = True
-        await asyncio.gather(*loops)
-        stop.cancel()
-        for s in servers:
-            # uvicorn's own cancel (plain-text 500, "Exception in ASGI application") only backs up the cut below.
-            # uvicorn types this as int but only hands it to asyncio.wait_for: a float is honoured.
-            s.config.timeout_graceful_shutdown = max(0.1, deadline - time.monotonic()) + 1.0  # type: ignore[assignment]
-        cutter = asyncio.create_task(self._cut_at(deadline), name="shutdown-deadline")
-        await asyncio.gather(*(s.shutdown() for s in servers))
-        cutter.cancel()
-        self.logger.info("http service stopped")
-        await self.stop_workers(deadline)
-        self.logger.info("stopped")
-        return 0
-
-    async def _cut_at(self, deadline: float) -> None:
-        """At the shutdown deadline, requests still running answer a JSON 503 with their request id."""
-        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-        if self.edge is not None and (cut := self.edge.cut(503, "the service is shutting down")):
-            self.logger.warning("requests cut at the shutdown deadline", requests=cut)
-
-    def _server(self, app: ASGIApp, host: str, port: int, *, lifespan: bool) -> uvicorn.Server:
-        if self.edge is None:
-            http = self.settings.http
-            limits = EdgeLimits(
-                max_header_bytes=http.max_header_bytes,
-                max_headers=http.max_headers,
-                header_timeout=http.header_timeout,
-                body_timeout=http.body_timeout,
-                max_connections=http.max_connections,
-            )
-            self.edge = Edge(limits, self.logger, request_id_header=http.request_id_header)
-            self.metrics.register(self.edge)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            # The application listener is capped; the ops listener (lifespan off) stays reachable when it is full.
-            http=self.edge.protocol_class(capped=lifespan),
-            lifespan="on" if lifespan else "off",
-            log_config=None,
-            access_log=False,  # the stator middleware writes a richer access line
-            server_header=False,
-            timeout_graceful_shutdown=max(1, round(self.settings.shutdown.timeout)),
-        )
-        server = uvicorn.Server(config)
-        # Server.serve() would install uvicorn's own signal handlers and drain before we could deregister;
-        # driving startup/main_loop/shutdown ourselves keeps the shutdown order ours.
-        config.load()
-        server.lifespan = config.lifespan_class(config)
-        return server
+        return await self.runner.serve(sock, ops_sock)
 
     def run(self, sock: socket.socket | None = None, ops_sock: socket.socket | None = None) -> int:
         """Serve until SIGINT/SIGTERM on a fresh event loop (uvloop when available); returns the exit code.
         ``sock``/``ops_sock``: listening sockets bound by a supervisor (``stator run --workers``)."""
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
-        try:
-            import uvloop
-
-            loop_factory = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-            loop_factory = None
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(self._run_with_signals(sock, ops_sock))
-
-    async def _run_with_signals(self, sock: socket.socket | None, ops_sock: socket.socket | None) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        return await self.serve(sock, ops_sock)
-
-    def _on_signal(self, sig: int) -> None:
-        self._stop_signals += 1
-        name = signal.Signals(sig).name
-        if self._stop_signals == 1:
-            self.logger.info("signal received", signal=name)
-            self.request_stop()
-            return
-        if sig == signal.SIGTERM and self.group is not None and self.group.identity.master == "stator":
-            # A worker of `stator run --workers` may get SIGTERM twice (from its master and from a service
-            # manager killing the whole control group): only SIGINT twice means "exit now".
-            return
-        self.logger.error("second signal: forced exit", signal=name)
-        self.logger.flush()
-        os._exit(128 + sig)
+        return self.runner.run(sock, ops_sock)
 
 
 def _show(address: tuple[str, int] | None) -> str | None:
     return f"{address[0]}:{address[1]}" if address else None
-
-
-def _bound(server: uvicorn.Server, host: str, port: int) -> tuple[str, int]:
-    """The address a server actually listens on (port 0 resolves to the OS-chosen port)."""
-    if server.servers and server.servers[0].sockets:
-        name = server.servers[0].sockets[0].getsockname()
-        return str(name[0]), int(name[1])
-    return host, port
