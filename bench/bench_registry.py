@@ -6,11 +6,13 @@ Wake-up latency: 1,000 connections each park ``GET /v1/kv/bench/hot?index=N&wait
 reports all 1,000 parked, the clock starts, one PUT is sent, and each watcher's latency is the time until its
 complete response has arrived. 1 warm-up round + 5 measured rounds, 5,000 samples. Goal: p99 <= 15 ms.
 Throughput: wrk (1 thread, 32 connections, 5 s) on GET and PUT, or a Python client when wrk is missing.
-Run: .venv/bin/python bench/bench_registry.py
+Run: .venv/bin/python bench/bench_registry.py [--quick] [--no-record]
+(``--quick``: wake-up only, 3 measured rounds, not recorded; prints the 1-minute load average before and after.)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -108,7 +110,7 @@ async def parked(ctl: Conn) -> int:
     return int(json.loads(body)["Stats"]["stator"]["blocked_queries"])
 
 
-async def wake_latency(port: int) -> tuple[list[float], list[float]]:
+async def wake_latency(port: int, rounds: int = ROUNDS) -> tuple[list[float], list[float]]:
     ctl = await connect(port)
     await ctl.request("PUT", "/v1/kv/bench/hot", b"0")
     watchers: list[Conn] = []
@@ -116,7 +118,7 @@ async def wake_latency(port: int) -> tuple[list[float], list[float]]:
         watchers += await asyncio.gather(*(connect(port) for _ in range(100)))
     samples: list[float] = []
     round_p99: list[float] = []
-    for rnd in range(ROUNDS + 1):
+    for rnd in range(rounds + 1):
         _, raw = await ctl.request("GET", "/v1/kv/bench/hot")
         index = int(header(raw, "X-Consul-Index"))
         futures = [w.request("GET", f"/v1/kv/bench/hot?index={index}&wait=60s") for w in watchers]
@@ -190,7 +192,28 @@ async def python_rps(port: int, method: str, seconds: float = 5.0, conns: int = 
     return count / seconds
 
 
-async def main() -> None:
+async def quick() -> None:
+    """Wake-up only: a smoke run that prints its numbers and records nothing."""
+    load = os.getloadavg()[0]
+    cpu0 = os.times()
+    registry = Registry()
+    try:
+        samples, round_p99 = await wake_latency(registry.port, rounds=3)
+    finally:
+        registry.stop()
+    cpu1 = os.times()
+    registry_cpu = cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system
+    p99 = percentile(samples, 99)
+    print(
+        f"wake-up ({WATCHERS} watchers, 3 rounds, {len(samples)} samples): p50 {statistics.median(samples):.1f} ms, "
+        f"p99 {p99:.1f} ms, max {max(samples):.1f} ms; p99 per round "
+        f"{', '.join(f'{x:.1f}' for x in round_p99)} ms; goal <= {GOAL_P99_MS:.0f} ms: "
+        f"{'met' if p99 <= GOAL_P99_MS else 'NOT met'}; load average 1 min {load:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end; registry process CPU (user+sys) {registry_cpu:.2f} s"
+    )
+
+
+async def main(record: bool = True) -> None:
     load = os.getloadavg()[0]
     registry = Registry()
     try:
@@ -231,10 +254,15 @@ Throughput tool: {tool}.
 Goal: wake-up p99 <= {GOAL_P99_MS:.0f} ms with {WATCHERS} watchers. Result: {p99:.1f} ms ({met}).
 """
     print(body)
-    record_section("Dev registry", body, ["uvloop", "httptools", "orjson"])
+    if record:
+        record_section("Dev registry", body, ["uvloop", "httptools", "orjson"])
 
 
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="wake-up only, 3 rounds, not recorded")
+    parser.add_argument("--no-record", action="store_true", help="do not rewrite bench/RESULTS.md")
+    args = parser.parse_args()
+    uvloop.run(quick() if args.quick else main(record=not args.no_record))

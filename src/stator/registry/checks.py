@@ -146,7 +146,7 @@ class CheckRunner:
     async def start(self) -> None:
         self._running = True
         self._reaper = asyncio.create_task(self._reap_loop(), name="registry-reaper")
-        self.checks_started(list(self.state.catalog.agent_checks))
+        self.checks_started(list(self.state.agent.agent_checks))
 
     async def stop(self) -> None:
         self._running = False
@@ -190,7 +190,7 @@ class CheckRunner:
             return  # start() picks them up
         for cid in check_ids:
             self._stop_one(cid)
-            check = self.state.catalog.agent_checks.get(cid)
+            check = self.state.agent.agent_checks.get(cid)
             if check is None:
                 continue
             d = check.definition
@@ -225,15 +225,15 @@ class CheckRunner:
 
     def record(self, cid: str, status: str, output: str) -> None:
         """Store a result; an output-only change reaches the catalog after ``check_update_interval``."""
-        check = self.state.catalog.agent_checks.get(cid)
+        check = self.state.agent.agent_checks.get(cid)
         before = check.status if check is not None else None
-        result = self.state.catalog.set_check_status(cid, status, output)
+        result = self.state.agent.set_check_status(cid, status, output)
         if result == "synced":
             log = self.logger.info if status == PASSING else self.logger.warning
             log("check status changed", check_id=cid, status=status, previous=before)
         elif result == "deferred":
             if self.check_update_interval <= 0:
-                self.state.catalog.sync_check(cid)
+                self.state.agent.sync_check(cid)
             elif cid not in self._deferred:
                 d = self.check_update_interval
                 delay = d / 2 + self._rng.uniform(0, d)
@@ -241,7 +241,7 @@ class CheckRunner:
 
     def _flush_deferred(self, cid: str) -> None:
         self._deferred.pop(cid, None)
-        self.state.catalog.sync_check(cid)
+        self.state.agent.sync_check(cid)
 
     # ------------------------------------------------------------------------------------------ TTL
 
@@ -254,7 +254,7 @@ class CheckRunner:
 
     def _ttl_expired(self, cid: str) -> None:
         self._ttl_timers.pop(cid, None)
-        if cid not in self.state.catalog.agent_checks:
+        if cid not in self.state.agent.agent_checks:
             return
         self.logger.warning("check missed TTL, is now critical", check_id=cid)
         self.record(cid, CRITICAL, ttl_expired_output(self._ttl_last.get(cid, "")))
@@ -264,7 +264,7 @@ class CheckRunner:
 
         Output over the check's limit is cut once (``truncated``: the caller already did, so the marker
         reports the original size, not the size of an already-cut text)."""
-        check = self.state.catalog.agent_checks[cid]
+        check = self.state.agent.agent_checks[cid]
         if not truncated:
             output = truncate_output(output, check.definition.output_max_size or DEFAULT_OUTPUT_MAX)
         self._ttl_last[cid] = output
@@ -404,8 +404,8 @@ class CheckRunner:
     def reap_once(self) -> list[str]:
         """Deregister services whose check stayed critical too long; forget old KV tombstones."""
         reaped = []
-        for sid in self.state.catalog.reap_candidates():
-            if self.state.catalog.deregister_service(sid):
+        for sid in self.state.agent.reap_candidates():
+            if self.state.agent.deregister_service(sid):
                 reaped.append(sid)
                 self.logger.info(
                     "check for service has been critical for too long; deregistered service", service_id=sid

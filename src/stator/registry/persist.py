@@ -52,8 +52,8 @@ class Persister:
         self.logger.info(
             "snapshot restored",
             path=str(self.path),
-            services=len(self.state.catalog.agent_services),
-            checks=len(self.state.catalog.agent_checks),
+            services=len(self.state.agent.agent_services),
+            checks=len(self.state.agent.agent_checks),
             keys=self.state.kv.count(),
             index=self.state.index,
         )

@@ -23,7 +23,7 @@ from stator.registry.wire import GoError, go_quote, parse_bool
 
 
 def _member(ctx: Context, wan: bool = False) -> dict[str, Any]:
-    c = ctx.state.catalog
+    c = ctx.state.agent
     return {
         "Name": f"{c.node_name}.{c.datacenter}" if wan else c.node_name,
         "Addr": c.node_address,
@@ -77,7 +77,7 @@ async def agent_members(ctx: Context, call: Call) -> Response:
 
 
 async def agent_services(ctx: Context, call: Call) -> Response:
-    c = ctx.state.catalog
+    c = ctx.state.agent
     out = {sid: c.agent_service_json(svc) for sid, svc in c.agent_services.items()}
     return json_response(call, apply_filter(call, out))
 
@@ -86,7 +86,7 @@ async def agent_service(ctx: Context, call: Call) -> Response | Park:
     service_id = call.rest
     opts = query_options(call)
     want = call.get("hash")
-    c = ctx.state.catalog
+    c = ctx.state.agent
     found = c.agent_service_with_hash(service_id)
     if found is None:
         raise APIError(404, f"unknown service ID: {service_id}")
@@ -109,7 +109,7 @@ async def agent_service(ctx: Context, call: Call) -> Response | Park:
 
 
 async def agent_checks(ctx: Context, call: Call) -> Response:
-    c = ctx.state.catalog
+    c = ctx.state.agent
     out = {cid: ch.to_json(c.node_name) for cid, ch in c.agent_checks.items()}
     return json_response(call, apply_filter(call, out))
 
@@ -117,7 +117,7 @@ async def agent_checks(ctx: Context, call: Call) -> Response:
 async def agent_register(ctx: Context, call: Call) -> Response:
     svc, checks = decode_registration(call.body)
     replace = call.has("replace-existing-checks") and call.get("replace-existing-checks") in ("", "true")
-    c = ctx.state.catalog
+    c = ctx.state.agent
     existed = svc.id in c.agent_services
     result = c.register_service(svc, checks, replace_existing_checks=replace)
     ctx.logger.info(
@@ -147,9 +147,9 @@ def _unknown_check(check_id: str) -> APIError:
 
 async def agent_deregister(ctx: Context, call: Call) -> Response:
     service_id = call.rest
-    if service_id not in ctx.state.catalog.agent_services:
+    if service_id not in ctx.state.agent.agent_services:
         raise _unknown_service(service_id)
-    ctx.state.catalog.deregister_service(service_id)
+    ctx.state.agent.deregister_service(service_id)
     ctx.logger.info("service deregistered", service_id=service_id)
     return Response(200)
 
@@ -170,7 +170,7 @@ async def service_maintenance(ctx: Context, call: Call) -> Response:
     if not service_id:
         raise APIError(400, "Missing service ID")
     enable = _enable(call)
-    if not ctx.state.catalog.set_service_maintenance(service_id, enable, call.get("reason")):
+    if not ctx.state.agent.set_service_maintenance(service_id, enable, call.get("reason")):
         raise APIError(404, f"No service registered with ID {go_quote(service_id)}")
     ctx.logger.info("service maintenance", service_id=service_id, enabled=enable)
     return Response(200)
@@ -179,14 +179,14 @@ async def service_maintenance(ctx: Context, call: Call) -> Response:
 async def node_maintenance(ctx: Context, call: Call) -> Response:
     """``PUT /v1/agent/maintenance?enable=&reason=``."""
     enable = _enable(call)
-    ctx.state.catalog.set_node_maintenance(enable, call.get("reason"))
+    ctx.state.agent.set_node_maintenance(enable, call.get("reason"))
     ctx.logger.info("node maintenance", enabled=enable)
     return Response(200)
 
 
 async def check_register(ctx: Context, call: Call) -> Response:
     check_id, name, service_id, definition = decode_check_registration(call.body)
-    c = ctx.state.catalog
+    c = ctx.state.agent
     if service_id and service_id not in c.agent_services:
         raise APIError(400, f"ServiceID {go_quote(service_id)} does not exist")
     c.register_check(check_id, name, service_id, definition, definition.status)
@@ -196,14 +196,14 @@ async def check_register(ctx: Context, call: Call) -> Response:
 
 async def check_deregister(ctx: Context, call: Call) -> Response:
     check_id = call.rest
-    if not ctx.state.catalog.deregister_check(check_id):
+    if not ctx.state.agent.deregister_check(check_id):
         raise _unknown_check(check_id)
     ctx.logger.info("check deregistered", check_id=check_id)
     return Response(200)
 
 
 def _ttl_update(ctx: Context, check_id: str, status: str, output: str, truncate: bool = False) -> None:
-    check = ctx.state.catalog.agent_checks.get(check_id)
+    check = ctx.state.agent.agent_checks.get(check_id)
     if check is None:
         raise _unknown_check(check_id)
     if check.type != "ttl":

@@ -33,15 +33,15 @@ def _list_encoder(call: Call) -> Any:
 
 
 async def catalog_datacenters(ctx: Context, call: Call) -> Response:
-    return json_response(call, [ctx.state.catalog.datacenter])
+    return json_response(call, [ctx.state.store.datacenter])
 
 
 async def status_leader(ctx: Context, call: Call) -> Response:
-    return json_response(call, f"{ctx.state.catalog.node_address}:8300")
+    return json_response(call, f"{ctx.state.agent.node_address}:8300")
 
 
 async def status_peers(ctx: Context, call: Call) -> Response:
-    return json_response(call, [f"{ctx.state.catalog.node_address}:8300"])
+    return json_response(call, [f"{ctx.state.agent.node_address}:8300"])
 
 
 async def catalog_services(ctx: Context, call: Call) -> Response | Park:
@@ -50,7 +50,7 @@ async def catalog_services(ctx: Context, call: Call) -> Response | Park:
     meta = node_meta(call)
     # The filter applies to each instance (ServiceNode fields), before the name -> tags aggregation.
     pred = predicate(call)
-    c = ctx.state.catalog
+    c = ctx.state.store
     return blocking(
         ctx,
         call,
@@ -73,7 +73,7 @@ async def catalog_service(ctx: Context, call: Call) -> Response | Park:
     name = _service_name(call)
     check_dc(ctx, call)
     meta = node_meta(call)
-    c = ctx.state.catalog
+    c = ctx.state.store
     return blocking(
         ctx, call, opts, ("svc", name.lower()), lambda: c.catalog_service(name, tags, meta), _list_encoder(call)
     )
@@ -83,7 +83,7 @@ async def catalog_nodes(ctx: Context, call: Call) -> Response | Park:
     opts = query_options(call)
     check_dc(ctx, call)
     meta = node_meta(call)
-    c = ctx.state.catalog
+    c = ctx.state.store
     return blocking(ctx, call, opts, ("nodes",), lambda: c.catalog_nodes(meta), _list_encoder(call))
 
 
@@ -92,7 +92,7 @@ async def catalog_node(ctx: Context, call: Call) -> Response | Park:
     if not call.rest:
         raise APIError(400, "Missing node name")
     check_dc(ctx, call)
-    c = ctx.state.catalog
+    c = ctx.state.store
     node = call.rest
     return blocking(
         ctx,
@@ -111,7 +111,7 @@ async def health_service(ctx: Context, call: Call) -> Response | Park:
     passing = call.flag("passing", "Invalid value for ?passing")
     check_dc(ctx, call)
     meta = node_meta(call)
-    c = ctx.state.catalog
+    c = ctx.state.health
     return blocking(
         ctx,
         call,
@@ -127,7 +127,7 @@ async def health_checks(ctx: Context, call: Call) -> Response | Park:
     name = _service_name(call)
     check_dc(ctx, call)
     meta = node_meta(call)
-    c = ctx.state.catalog
+    c = ctx.state.health
     return blocking(ctx, call, opts, ("svc", name.lower()), lambda: c.health_checks(name, meta), _list_encoder(call))
 
 
@@ -140,7 +140,7 @@ async def health_state(ctx: Context, call: Call) -> Response | Park:
         raise APIError(400, "Invalid check state")
     check_dc(ctx, call)
     meta = node_meta(call)
-    c = ctx.state.catalog
+    c = ctx.state.health
     return blocking(ctx, call, opts, ("checks",), lambda: c.health_state(state, meta), _list_encoder(call))
 
 
@@ -149,6 +149,6 @@ async def health_node(ctx: Context, call: Call) -> Response | Park:
     if not call.rest:
         raise APIError(400, "Missing node name")
     check_dc(ctx, call)
-    c = ctx.state.catalog
+    c = ctx.state.health
     node = call.rest
     return blocking(ctx, call, opts, ("checks",), lambda: c.health_node(node), _list_encoder(call))

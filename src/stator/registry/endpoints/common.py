@@ -161,7 +161,7 @@ def text_response(status: int, text: str, headers: list[tuple[bytes, bytes]] | N
 
 def check_dc(ctx: Context, call: Call) -> None:
     dc = call.get("dc")
-    if dc and dc.lower() != ctx.state.catalog.datacenter.lower():
+    if dc and dc.lower() != ctx.state.store.datacenter.lower():
         # A real agent forwards to the other datacenter; there is none to forward to.
         raise APIError(500, "No path to datacenter")
 

@@ -2,11 +2,14 @@
 mutation runs to completion between awaits, which is what makes a lost wake-up impossible):
 
 * :mod:`.watch` - the Raft-like indexes (global and per table) and the parked blocking queries;
-* :mod:`.catalog` - the agent's services and checks, the catalog and health views synced from them;
+* :mod:`.catalog` - nodes, service instances and checks (the catalog tables) and the catalog views;
+* :mod:`.health` - the health views over the catalog;
+* :mod:`.agent` - the agent's services and checks, maintenance, reaping, and their anti-entropy into the catalog;
 * :mod:`.kv` - keys, tombstones, locks and lock-delays; :mod:`.txn` - atomic KV transactions;
 * :mod:`.sessions` - sessions, their TTLs and their invalidation.
 
-:class:`State` wires them together and owns what spans them: the snapshot for ``--data-dir``.
+:class:`State` wires them together and owns what spans them: catalog writes that touch the agent's own node,
+and the snapshot for ``--data-dir``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import asdict
 from typing import Any
 
 from stator.registry.model import CheckDef, ServiceDef
-from stator.registry.state.catalog import CONSUL_VERSION, DEFAULT_OUTPUT_MAX, AgentCheck, Catalog, Observer
+from stator.registry.state.agent import CONSUL_VERSION, DEFAULT_OUTPUT_MAX, Agent, AgentCheck, Observer
+from stator.registry.state.catalog import Catalog
+from stator.registry.state.health import Health
 from stator.registry.state.kv import KVEntry, KVError, KVStore
 from stator.registry.state.sessions import Sessions
 from stator.registry.state.watch import Topic, Watch
@@ -44,26 +49,31 @@ class State:
     ) -> None:
         self.clock = clock
         self.watch = Watch()
-        self.catalog = Catalog(
-            self.watch,
-            node_name=node_name,
-            datacenter=datacenter,
-            node_address=node_address,
-            node_id=node_id,
-            dcsa_min=dcsa_min,
-            clock=clock,
+        self.store = Catalog(self.watch, datacenter)
+        self.health = Health(self.store)
+        self.agent = Agent(
+            self.store, node_name=node_name, node_address=node_address, node_id=node_id, dcsa_min=dcsa_min, clock=clock
         )
-        self.observers = self.catalog.observers
+        # The name callers used before the state was split by resource: the agent (which also answers
+        # ``catalog_max_index``). New code uses ``agent``, ``store`` and ``health``.
+        self.catalog = self.agent
+        self.observers = self.agent.observers
         self.kv = KVStore(self.watch, clock, self._session_exists, self._changed)
         self.sessions = Sessions(
             self.watch,
             self.kv,
             node_name,
-            self.catalog.check_status,
+            self.agent.check_status,
             self._changed,
             ttl_multiplier=session_ttl_multiplier,
         )
-        self.catalog.on_checks_failed = self.sessions.checks_failed
+        self.store.on_checks_failed = self._checks_failed
+
+    def _checks_failed(self, checks: list[tuple[str, str]]) -> None:
+        # Sessions live on this node only, so only its checks can end one.
+        ids = [cid for node, cid in checks if self.agent.is_own_node(node)]
+        if ids:
+            self.sessions.checks_failed(ids)
 
     def _session_exists(self, session_id: str) -> bool:
         return self.sessions.exists(session_id)
@@ -90,7 +100,7 @@ class State:
         """What ``--data-dir`` keeps: the index, KV, and registrations with their checks' last status.
         Sessions are not kept (as after a Consul agent's restart, their holders must create new ones), so
         locks are released on restore."""
-        c = self.catalog
+        c = self.agent
         services = []
         for svc in c.agent_services.values():
             checks = [
@@ -128,7 +138,7 @@ class State:
                     int(item.get("lock_index", 0)),
                 )
             )
-        c = self.catalog
+        c = self.agent
         for item in snap.get("services", []):
             sd = dict(item["service"])
             sd["weights"] = tuple(sd.get("weights", (1, 1)))
