@@ -5,6 +5,7 @@
 #   golang-go   -> `go tool pprof` (reads our /debug/pprof profiles)
 #   wrk         -> HTTP load generator for bench/
 #   prometheus-alertmanager -> alertmanager + amtool (deploy/ config check; the demo's Alertmanager)
+#   chromium, chromium-driver -> headless browser tests of the instance pages (tests/ui, WebDriver over HTTP)
 #   nodejs, npm -> the reference StatsD daemon (npm `statsd`, pinned below) the StatsD push tests send to;
 #                  installed with npm into .cache/npm of this checkout (no root needed for that part)
 # Only acts when something is missing and apt is usable (root, apt-get present);
@@ -38,6 +39,8 @@ command -v wrk        >/dev/null 2>&1 || need+=(wrk)
 command -v amtool     >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v node       >/dev/null 2>&1 || need+=(nodejs)
 command -v npm        >/dev/null 2>&1 || need+=(npm)
+command -v chromium     >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && { install_statsd; exit 0; }
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 

@@ -21,6 +21,7 @@ import orjson
 from stator.asgi import ASGIApp, Message, Receive, Scope, Send
 from stator.http import routes
 from stator.http.errors import error_payload, log_exception
+from stator.http.recent import RecentRequests
 from stator.http.red import RedMetrics, method_label
 from stator.ids import RequestIds
 from stator.logs import Logger
@@ -92,6 +93,7 @@ class ObservabilityMiddleware:
         self.profiling_tasks = profiling_tasks
         self.ids = RequestIds()
         self._sample = random.Random()
+        self.recent = RecentRequests()  # the last slow and failed requests, read by /-/ui/requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -252,6 +254,19 @@ class ObservabilityMiddleware:
                 self.metrics.record(
                     method_label(method), route, status, duration, request_bytes, response_bytes, exemplar
                 )
+            # -- recent slow and failed requests (/-/ui/requests): a fast successful request pays this one test.
+            if (duration >= self.slow or status >= 500) and not is_ops:
+                self.recent.add(
+                    slow=duration >= self.slow,
+                    method=method,
+                    route=route,
+                    path=path,
+                    status=status,
+                    duration=duration,
+                    fields=fields,
+                    error=error,
+                )
+            # --
             if error is not None and isinstance(error, Exception):
                 log_exception(self.logger, error, status, method, path)
             if self.access_log and (
