@@ -51,7 +51,7 @@ th, td { text-align:left; padding:.25rem .6rem; border-bottom:1px solid var(--li
 th { background:var(--head); font-weight:600; white-space:nowrap; }
 table.kv th { background:none; color:var(--muted); font-weight:500; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
-code, .mono { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12.5px; overflow-wrap:anywhere; }
+code, .mono { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12.5px; overflow-wrap:break-word; }
 .nowrap { white-space:nowrap; }
 .ok { color:var(--ok); font-weight:600; } .bad { color:var(--bad); font-weight:600; }
 .warn { color:var(--warn); font-weight:600; } .muted { color:var(--muted); }
