@@ -48,6 +48,8 @@ EXACT: Final[dict[str, Route]] = {
     "/v1/agent/maintenance": Route(("PUT",), agent.node_maintenance, ent=False),
     "/v1/catalog/services": Route(("GET",), catalog.catalog_services),
     "/v1/catalog/nodes": Route(("GET",), catalog.catalog_nodes),
+    "/v1/catalog/register": Route(("PUT",), catalog.catalog_register),
+    "/v1/catalog/deregister": Route(("PUT",), catalog.catalog_deregister),
     "/v1/catalog/datacenters": Route(("GET",), catalog.catalog_datacenters, ent=False),
     "/v1/status/leader": Route(("GET",), catalog.status_leader, ent=False),
     "/v1/status/peers": Route(("GET",), catalog.status_peers, ent=False),

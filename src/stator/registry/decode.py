@@ -117,8 +117,10 @@ Decoder = Callable[[Any, str], Any]
 
 
 def _type_error(value: Any, path: str, go_type: str) -> DecodeError:
+    # Go names the literal only for a number that does not fit a numeric field ("number 1.5" into an int);
+    # a number where a string, bool or object belongs is just "number".
     shown = _json_type(value)
-    if shown == "number":
+    if shown == "number" and go_type == "int":
         shown = f"number {json.dumps(value)}"
     return DecodeError(f"json: cannot unmarshal {shown} into Go struct field {path} of type {go_type}")
 

@@ -1,9 +1,11 @@
-"""``/v1/catalog/*``, ``/v1/health/*`` and ``/v1/status/*``: the synced view, every read blocking-capable."""
+"""``/v1/catalog/*``, ``/v1/health/*`` and ``/v1/status/*``: catalog writes for any node, and the views, every
+read blocking-capable."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from stator.registry.decode_catalog import decode_deregister, decode_register
 from stator.registry.endpoints.common import (
     Call,
     Context,
@@ -17,6 +19,7 @@ from stator.registry.endpoints.common import (
 )
 from stator.registry.errors import APIError
 from stator.registry.http import Park, Response
+from stator.registry.state import CatalogError
 
 HEALTH_STATES = frozenset({"any", "passing", "warning", "critical"})
 
@@ -152,3 +155,29 @@ async def health_node(ctx: Context, call: Call) -> Response | Park:
     c = ctx.state.health
     node = call.rest
     return blocking(ctx, call, opts, ("checks",), lambda: c.health_node(node), _list_encoder(call))
+
+
+async def catalog_register(ctx: Context, call: Call) -> Response:
+    """``PUT /v1/catalog/register``: a node, optionally with a service and checks; answers ``true``."""
+    req = decode_register(call.body, ctx.state.store.datacenter)
+    try:
+        ctx.state.catalog_register(req)
+    except CatalogError as exc:
+        raise APIError(500, str(exc)) from None
+    ctx.logger.info(
+        "catalog registration",
+        node=req.node.name,
+        service_id=req.service["ID"] if req.service is not None else None,
+        checks=[c["CheckID"] for c in req.checks],
+    )
+    return json_response(call, True)
+
+
+async def catalog_deregister(ctx: Context, call: Call) -> Response:
+    """``PUT /v1/catalog/deregister``: a service (with its checks), else a check, else the node; ``true``."""
+    req = decode_deregister(call.body, ctx.state.store.datacenter)
+    ctx.state.catalog_deregister(req.node, req.service_id, req.check_id)
+    ctx.logger.info(
+        "catalog deregistration", node=req.node, service_id=req.service_id or None, check_id=req.check_id or None
+    )
+    return json_response(call, True)

@@ -22,13 +22,23 @@ from typing import Any
 
 from stator.registry.model import CheckDef, ServiceDef
 from stator.registry.state.agent import CONSUL_VERSION, DEFAULT_OUTPUT_MAX, Agent, AgentCheck, Observer
-from stator.registry.state.catalog import Catalog
+from stator.registry.state.catalog import Catalog, CatalogError, Node, RegisterRequest
 from stator.registry.state.health import Health
 from stator.registry.state.kv import KVEntry, KVError, KVStore
 from stator.registry.state.sessions import Sessions
 from stator.registry.state.watch import Topic, Watch
 
-__all__ = ["CONSUL_VERSION", "DEFAULT_OUTPUT_MAX", "KVEntry", "KVError", "Observer", "State", "Topic"]
+__all__ = [
+    "CONSUL_VERSION",
+    "DEFAULT_OUTPUT_MAX",
+    "CatalogError",
+    "KVEntry",
+    "KVError",
+    "Observer",
+    "RegisterRequest",
+    "State",
+    "Topic",
+]
 
 JSON = dict[str, Any]
 
@@ -75,6 +85,25 @@ class State:
         if ids:
             self.sessions.checks_failed(ids)
 
+    # ------------------------------------------------------------------------------------------ catalog API
+
+    def catalog_register(self, req: RegisterRequest) -> None:
+        """``PUT /v1/catalog/register``. On this registry's own node the agent then re-syncs the node at once,
+        as Consul's anti-entropy does within a minute: what the agent does not know is removed, what it has
+        is restored."""
+        self.store.register(req)
+        if self.agent.is_own_node(req.node.name):
+            self.agent.anti_entropy()
+        self._changed()
+
+    def catalog_deregister(self, node: str, service_id: str = "", check_id: str = "") -> None:
+        """``PUT /v1/catalog/deregister`` (a service, else a check, else the node); the agent's own node is
+        restored by its anti-entropy, as in Consul."""
+        self.store.deregister(node, service_id, check_id)
+        if self.agent.is_own_node(node):
+            self.agent.anti_entropy()
+        self._changed()
+
     def _session_exists(self, session_id: str) -> bool:
         return self.sessions.exists(session_id)
 
@@ -97,7 +126,8 @@ class State:
     # ------------------------------------------------------------------------------------------ snapshot
 
     def snapshot(self) -> JSON:
-        """What ``--data-dir`` keeps: the index, KV, and registrations with their checks' last status.
+        """What ``--data-dir`` keeps: the index, KV, registrations with their checks' last status, and the nodes
+        registered through the catalog API with their services and checks.
         Sessions are not kept (as after a Consul agent's restart, their holders must create new ones), so
         locks are released on restore."""
         c = self.agent
@@ -120,7 +150,23 @@ class State:
             }
             for e in self.kv.all_entries()
         ]
-        return {"version": 1, "index": self.watch.index, "kv": kv, "services": services}
+        nodes = [
+            {
+                "node": {
+                    "name": n.name,
+                    "address": n.address,
+                    "datacenter": n.datacenter,
+                    "id": n.id,
+                    "tagged_addresses": n.tagged_addresses,
+                    "meta": n.meta,
+                },
+                "services": [e.view for e in self.store.services_of(n.name).values()],
+                "checks": [e.view for e in self.store.checks_of(n.name).values()],
+            }
+            for n in self.store.nodes()
+            if not self.agent.is_own_node(n.name)
+        ]
+        return {"version": 1, "index": self.watch.index, "kv": kv, "services": services, "nodes": nodes}
 
     def restore(self, snap: JSON) -> None:
         """Load a :meth:`snapshot` into a fresh state (indexes never go backwards across a restart)."""
@@ -138,6 +184,14 @@ class State:
                     int(item.get("lock_index", 0)),
                 )
             )
+        # Nodes registered through /v1/catalog/register (the registry's own node is the agent's).
+        for item in snap.get("nodes", []):
+            node = Node(**item["node"])
+            self.store.register(RegisterRequest(node=node))
+            for view in item.get("services", []):
+                self.store.register(RegisterRequest(node=node, skip_node_update=True, service=view))
+            for view in item.get("checks", []):
+                self.store.register(RegisterRequest(node=node, skip_node_update=True, checks=[view]))
         c = self.agent
         for item in snap.get("services", []):
             sd = dict(item["service"])

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from stator.registry.model import CRITICAL, ServiceDef
 from stator.registry.state.watch import Watch
+from stator.registry.wire import go_quote
 
 JSON = dict[str, Any]
 # Keys that are bookkeeping, not content: two views differing only in these are the same record.
@@ -114,6 +115,20 @@ def service_view(svc: ServiceDef) -> JSON:
     if svc.locality is not None:
         view["Locality"] = svc.locality
     return view
+
+
+@dataclass
+class RegisterRequest:
+    """A decoded ``PUT /v1/catalog/register``: the node, and optionally a service instance and checks."""
+
+    node: Node
+    skip_node_update: bool = False
+    service: JSON | None = None
+    checks: list[JSON] = field(default_factory=list)
+
+
+class CatalogError(Exception):
+    """A registration Consul refuses after decoding; its HTTP layer answers 500 with this text."""
 
 
 def strip_indexes(view: JSON) -> JSON:
@@ -360,6 +375,82 @@ class Catalog:
             if name in self._svc_index:
                 self._svc_index[name] = w.index
             self.watch.notify(("svc", name))
+
+    # ------------------------------------------------------------------------------------------ catalog API
+
+    def register(self, req: RegisterRequest) -> None:
+        """``Catalog.Register``: the node (created, or updated unless ``SkipNodeUpdate``), the service, then
+        each check, in one write. Raises :class:`CatalogError` with Consul's text, before writing anything."""
+        name = req.node.name
+        services = self.services_of(name)
+        for check in req.checks:
+            # vetRegisterWithACL runs with ACLs disabled too (an allow-all authorizer).
+            if str(check["Node"]).lower() != name.lower():
+                raise CatalogError(
+                    f"Node '{check['Node']}' for check '{check['CheckID']}' doesn't match register request node "
+                    f"'{name}'"
+                )
+            sid = check["ServiceID"]
+            if sid and not (req.service is not None and req.service["ID"] == sid) and sid not in services:
+                raise CatalogError(f"Unknown service ID '{sid}' for check ID '{check['CheckID']}'")
+        existing = self.node(name)
+        update_node = existing is None or (not req.skip_node_update and not existing.same(req.node))
+        renamed = self._renamed_node(req.node) if update_node else None
+        with self.write() as w:
+            if renamed is not None:
+                self.delete_node(w, renamed.name)
+            if update_node:
+                self.ensure_node(w, req.node)
+            if req.service is not None:
+                self.put_service(w, name, req.service)
+            for check in req.checks:
+                view = dict(check)
+                sid = view["ServiceID"]
+                if sid:
+                    # ensureCheckTxn copies the service's name and tags into the check.
+                    svc = self.services_of(name)[sid]
+                    view["ServiceName"] = svc.view["Service"]
+                    view["ServiceTags"] = list(svc.view["Tags"])
+                self.put_check(w, name, view)
+
+    def _renamed_node(self, node: Node) -> Node | None:
+        """``ensureNodeTxn``'s node-ID rules: a known ID under a new name renames that node (returned, to be
+        deleted); a name held by a live node with another ID is refused."""
+        if not node.id:
+            return None
+        by_id = next((n for n in self._nodes.values() if n.id == node.id), None)
+        if by_id is not None and by_id.name.lower() == node.name.lower():
+            return None
+        clash = self._name_reserved(node, allow_without_id=by_id is None)
+        if clash:
+            if by_id is not None:
+                raise CatalogError(
+                    f"failed inserting node: Error while renaming Node ID: {go_quote(node.id)} ({node.address}): "
+                    f"{clash}"
+                )
+            raise CatalogError(f"failed inserting node: Error while renaming Node ID: {go_quote(node.id)}: {clash}")
+        return by_id
+
+    def _name_reserved(self, node: Node, allow_without_id: bool) -> str | None:
+        other = self.node(node.name)
+        if other is None or other.id == node.id or (allow_without_id and other.id == ""):
+            return None
+        serf = self.check(other.name, "serfHealth")
+        # A node without a live serfHealth (an external node) can be taken over.
+        if serf is None or serf.view["Status"] == CRITICAL:
+            return None
+        return f"Node name {node.name} is reserved by node {other.id} with name {other.name} ({other.address})"
+
+    def deregister(self, node: str, service_id: str = "", check_id: str = "") -> None:
+        """``Catalog.Deregister``: a service (with its checks), else a check, else the whole node. Removing
+        something that does not exist is not an error."""
+        with self.write() as w:
+            if service_id:
+                self.delete_service(w, node, service_id)
+            elif check_id:
+                self.delete_check(w, node, check_id)
+            else:
+                self.delete_node(w, node)
 
     # ------------------------------------------------------------------------------------------ reads
 
