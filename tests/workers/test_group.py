@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,11 +21,12 @@ from stator.lifecycle.loopmonitor import LoopMonitor
 from stator.logs import Logger
 from stator.logs.sinks import MemorySink
 from stator.metrics import ServiceMetrics
+from stator.metrics.render import format_head
 from stator.workers import GroupIdentity, Policies, WorkerGroup
 from stator.workers.identity import GroupDirError, base_dir, detect, master_name, remove_stale, start_time
-from stator.workers.merge import Source, merge
+from stator.workers.merge import Merger, Source, merge
 from stator.workers.slots import slot_path
-from stator.workers.snapshot import Snapshot, SnapshotError
+from stator.workers.snapshot import CHUNK, FamilyT, Snapshot, SnapshotError
 
 
 class Worker:
@@ -75,6 +77,15 @@ def workers(base: Path, identity: GroupIdentity) -> Iterator[list[Worker]]:
     for w in made:
         assert w.group is not None
         w.group.close()
+
+
+def fam(name: str, kind: str, doc: str, unit: str, policy: str, rows: list[tuple[Any, ...]]) -> FamilyT:
+    """A snapshot family (columns) from rows ``(sample name, label pairs, value, timestamp, exemplar)``; label
+    names that are not plain make it a family of ``(name, pairs)`` heads, as :func:`encode_families` does."""
+    plain = all(k.replace("_", "a").isalnum() for row in rows for k, _ in row[1])
+    heads = [format_head(r[0], r[1]) if plain else (r[0], r[1]) for r in rows]
+    return (name, kind, doc, unit, policy, plain, heads, [r[2] for r in rows], [r[3] for r in rows],
+            [r[4] for r in rows])  # fmt: skip
 
 
 def values(families: list[Metric]) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -138,14 +149,14 @@ def test_counters_and_histograms_sum_and_gauges_follow_their_policy(
 )
 def test_gauge_policies(policy: str, expected: dict[tuple[tuple[str, str], ...], float]) -> None:
     def snap(slot: int, value: float, taken: float) -> Source:
-        return Source(slot, True, taken, [("g", "gauge", "G.", "", policy, [("g", (), value, None, None)])])
+        return Source(slot, True, taken, [fam("g", "gauge", "G.", "", policy, [("g", (), value, None, None)])])
 
     assert values(merge([snap(0, 1.0, 10.0), snap(1, 2.0, 20.0)]))["g"] == expected
 
 
 def test_worker_plus_sum_adds_a_group_total_family() -> None:
-    fam = ("process_open_fds", "gauge", "Open fds.", "", "worker+sum")
-    sources = [Source(s, True, 0.0, [(*fam, [("process_open_fds", (), 10.0 + s, None, None)])]) for s in (0, 1)]
+    meta = ("process_open_fds", "gauge", "Open fds.", "", "worker+sum")
+    sources = [Source(s, True, 0.0, [fam(*meta, [("process_open_fds", (), 10.0 + s, None, None)])]) for s in (0, 1)]
     got = values(merge(sources))
     assert got["process_open_fds"] == {(("worker", "0"),): 10.0, (("worker", "1"),): 11.0}
     assert got["stator_workers_open_fds"] == {(): 21.0}
@@ -169,7 +180,7 @@ def test_a_snapshot_with_another_or_a_reused_pid_is_folded_not_trusted(
     is alive now (reused) — here it is this very process's pid."""
     where = base / identity.dirname
     where.mkdir(mode=0o700)
-    fake = [("requests", "counter", "Requests.", "", "", [("requests_total", (("route", "/a"),), 7.0, None, None)])]
+    fake = [fam("requests", "counter", "Requests.", "", "", [("requests_total", (("route", "/a"),), 7.0, None, None)])]
     Snapshot({"pid": os.getpid(), "restarts": 4}, time.time(), fake).write(slot_path(where, 0, "snap"))
     w = Worker(base, identity)
     workers.append(w)
@@ -208,10 +219,19 @@ def test_the_base_directory_must_be_private(tmp_path: Path) -> None:
 
 
 def test_snapshots_round_trip_and_garbage_is_rejected() -> None:
-    fams = [("x", "gauge", "X.", "", "max", [("x", (("a", "b"),), float("inf"), 1.5, None)])]
-    snap = Snapshot.decode(Snapshot({"pid": 1}, 2.0, fams).encode())
+    big = [("big_total", (("i", str(i)),), float(i), None, None) for i in range(CHUNK * 2 + 7)]  # three frames
+    fams = [
+        fam("x", "gauge", "X.", "", "max", [("x", (("a", 'b"\n'),), float("inf"), 1.5, None)]),
+        fam("empty", "gauge", "E.", "", "", []),
+        fam("big", "counter", "B.", "", "", big),
+        fam("odd", "gauge", "O.", "", "", [("odd", (("a.b", "v"),), 1.0, None, ((("t", "1"),), 2.0, None))]),
+    ]
+    data = Snapshot({"pid": 1}, 2.0, fams).encode()
+    snap = Snapshot.decode(data)
     assert snap.families == fams and snap.record == {"pid": 1}
-    for bad in (b"", b"garbage", Snapshot({}, 1.0, []).encode()[:-3], b"STSN\x01\x04" + b"\x00" * 10):
+    assert fams[0][5] and not fams[3][5]  # the label name "a.b" keeps its family as pairs
+    for bad in (b"", b"garbage", data[:-3], data[:-40], Snapshot({}, 1.0, []).encode()[:-3],
+                b"STSN\x02\x04" + b"\x00" * 10, data[:6] + b"\x00\x00\x00\x02N."):  # fmt: skip
         with pytest.raises(SnapshotError):
             Snapshot.decode(bad)
 
@@ -290,17 +310,18 @@ def test_merged_rows_encode_exactly_as_prometheus_client_encodes_them() -> None:
     from stator.metrics.render import Encoder
 
     fams = [
-        ("c", "counter", 'Help "q" \\ x', "", "", [
+        fam("c", "counter", 'Help "q" \\ x', "", "", [
             ("c_total", (("a", 'x"\n\\'),), 3.0, None, ((("trace_id", "t"),), 1.0, 5.0)),
             ("c_created", (("a", 'x"\n\\'),), 1.5, None, None),
         ]),
-        ("h_seconds", "histogram", "H.", "seconds", "", [
+        fam("h_seconds", "histogram", "H.", "seconds", "", [
             ("h_seconds_bucket", (("le", "1.0"),), 1.0, None, ((("trace_id", "u"),), 0.5, None)),
             ("h_seconds_bucket", (("le", "+Inf"),), 2.0, None, None),
             ("h_seconds_count", (), 2.0, None, None),
             ("h_seconds_sum", (), 3.5, None, None),
         ]),
-        ("g", "gauge", "G.", "", "mostrecent", [("g", (("z", "1"),), float("nan"), 1700000000.25, None)]),
+        fam("g", "gauge", "G.", "", "mostrecent", [("g", (("z", "1"),), float("nan"), 1700000000.25, None)]),
+        fam("u", "gauge", "U.", "", "sum", [("u", (("a.b", "1"), ("c", "2")), 4.0, None, None)]),
     ]  # fmt: skip
     sources = [Source(0, True, 1.0, fams), Source(1, True, 2.0, fams)]
     for fmt, reference in (("text", generate_latest), ("openmetrics", generate_om)):
@@ -364,3 +385,18 @@ def test_leader_only_runs_its_worker_in_the_leader_and_deregisters_only_there(
 
     _, db = asyncio.run(scenario())
     assert db.drained and b.group.is_leader
+
+
+def test_a_source_repeating_a_series_or_holding_garbage_merges_safely() -> None:
+    """The first source's columns are taken whole (the fast path); one repeating a series goes row by row (summed,
+    as before), and one with a non-number is rejected without leaving anything behind in the merge."""
+    row = ("c_total", (("a", "1"),), 1.0, None, None)
+    good = fam("c", "counter", "C.", "", "", [row])
+    dup = fam("c", "counter", "C.", "", "", [(*row[:2], 2.0, None, None), (*row[:2], 3.0, None, None)])
+    assert values(merge([Source(0, True, 0.0, [dup]), Source(1, True, 0.0, [good])]))["c_total"] == {row[1]: 6.0}
+    bad: Any = ("c", "counter", "C.", "", "", True, ['c_total{a="1"}'], ["x"], [None], [None])
+    merger = Merger()
+    with pytest.raises((TypeError, ValueError)):
+        merger.add(Source(0, True, 0.0, [bad]))
+    merger.add(Source(1, True, 0.0, [good]))
+    assert values(merger.families())["c_total"] == {row[1]: 1.0}

@@ -263,6 +263,7 @@ class ServiceMetrics:
         results = collect_round(self.registry.guards())
         out: list[Metric] = []
         seen: set[str] = set()
+        tick = Pacer().tick  # called off the event loop: hand it the GIL while reading big metrics
 
         def keep(family: Metric, origin: GuardedCollector | None) -> None:
             names = exposed_names(family.name, family.type)
@@ -282,7 +283,7 @@ class ServiceMetrics:
                     for family in families if families is not None else collector.collect():
                         keep(family, collector)
                 else:
-                    rows = wrapper_rows(cast(MetricWrapperBase, collector)) if fast_path(collector) else None
+                    rows = wrapper_rows(cast(MetricWrapperBase, collector), tick) if fast_path(collector) else None
                     for family in collector.collect() if rows is None else (rows,):
                         keep(family, None)
             except Exception as exc:  # an unguarded collector failed: skip it, not the snapshot

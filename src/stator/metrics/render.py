@@ -260,27 +260,35 @@ class Encoder:
         return lines
 
     def _rows_lines(self, family: RowsMetric) -> list[str]:
-        """:meth:`_family_lines` for a :class:`RowsMetric`: labels arrive sorted, no Sample objects are made."""
+        """:meth:`_family_lines` for a :class:`RowsMetric`: each row's ``name{labels}`` arrives formatted, so a
+        line is one concatenation (no ``Sample``, labels dict or tuple per series: nothing for the GC)."""
         name = family.name
+        if not family.plain:
+            raise Delegate(name)
         self._check_name(name)
         lines = self._header(name, family.type, family.documentation, family.unit)
         groups: dict[str, list[str]] = {}
-        good = self._good_labels
+        regroup = not self.om
         tick = self.pacer.tick
-        for sname, labels, value, timestamp, ex in family.rows:
-            self._check_name(sname)
-            for key, _ in labels:
-                if key not in good:
-                    if not _plain_label(key):
-                        raise Delegate(key)
-                    good.add(key)
-            labelstr = ",".join([f'{k}="{_escape_value(v)}"' for k, v in labels])
-            exemplar = None if ex is None else Exemplar(dict(ex[0]), ex[1], ex[2])
-            line = self._line(sname, labelstr, value, timestamp, exemplar)
-            if not self.om and sname.startswith(name) and sname[len(name) :] in _REGROUPED:
-                groups.setdefault(sname[len(name) :], []).append(line)
+        number = _number
+        columns = zip(family.heads, family.values, map(repr, family.values), family.timestamps, family.exemplars,
+                      strict=True)  # fmt: skip
+        for head, value, text, timestamp, ex in columns:
+            if timestamp is None and ex is None:
+                # repr() is floatToGoString's answer when a "." is among its first 7 characters (no inf/nan, no
+                # exponent; Go's exponent form starts at 1e+06): the common case, without a Python call.
+                line = f"{head} {text if text.find('.', 0, 7) >= 0 else number(value)}\n"
             else:
-                lines.append(line)
+                exemplar = None if ex is None else Exemplar(dict(ex[0]), ex[1], ex[2])
+                line = self._line(head, "", value, timestamp, exemplar)
+            if regroup:
+                sname = cast(str, head).partition("{")[0]
+                suffix = sname[len(name) :]
+                if suffix in _REGROUPED and sname.startswith(name):
+                    groups.setdefault(suffix, []).append(line)
+                    tick()
+                    continue
+            lines.append(line)
             tick()
         if groups:
             lines.extend(self._regrouped(name, family.documentation, groups))
@@ -354,25 +362,46 @@ class Encoder:
 
 
 LabelPairs = tuple[tuple[str, str], ...]
-Row = tuple[str, LabelPairs, float, "float | None", "tuple[LabelPairs, float, float | None] | None"]
-"""(sample name, label pairs sorted by name, value, timestamp, exemplar as (label pairs, value, timestamp))."""
+ExemplarRow = tuple[LabelPairs, float, "float | None"]
+"""An exemplar as (label pairs sorted by name, value, timestamp)."""
+Head = "str | tuple[str, LabelPairs]"
+"""A series: ``name{k="v",...}`` formatted (labels sorted by name, values escaped as both formats escape them;
+just ``name`` without labels) in a plain family; ``(name, label pairs)`` in a family whose metric or label names
+need prometheus_client's own escaping."""
 
 
 class RowsMetric(Metric):
-    """A family whose samples are plain rows ``(name, sorted label pairs, value, timestamp, exemplar)``, as
-    :mod:`stator.workers` merges them: :class:`Encoder` encodes the rows directly (no ``Sample`` or labels dict
-    per series: faster, and no garbage for the collector); ``samples`` builds them for anyone else."""
+    """A family held as columns — series heads, values, timestamps, exemplars — as :mod:`stator.workers` merges
+    them. :class:`Encoder` writes a line per row as ``head + value``; ``samples`` builds ``Sample`` objects for
+    anyone else. ``plain`` is False when the heads are ``(name, label pairs)`` (see :data:`Head`)."""
 
-    def __init__(self, name: str, documentation: str, typ: str, unit: str, rows: list[Row]) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        typ: str,
+        unit: str,
+        heads: list[Any],
+        values: list[float],
+        timestamps: list[float | None],
+        exemplars: list[ExemplarRow | None],
+        plain: bool = True,
+    ) -> None:
         super().__init__(name, documentation, typ, unit)
-        self.rows = rows
+        self.heads = heads
+        self.values = values
+        self.timestamps = timestamps
+        self.exemplars = exemplars
+        self.plain = plain
 
     @property
     def samples(self) -> list[Sample]:
-        return [
-            Sample(n, dict(labels), value, ts, None if ex is None else Exemplar(dict(ex[0]), ex[1], ex[2]))
-            for n, labels, value, ts, ex in self.rows
-        ]
+        out = []
+        for head, value, ts, ex in zip(self.heads, self.values, self.timestamps, self.exemplars, strict=True):
+            sname, pairs = split_head(head) if self.plain else head
+            exemplar = None if ex is None else Exemplar(dict(ex[0]), ex[1], ex[2])
+            out.append(Sample(sname, dict(pairs), value, ts, exemplar))
+        return out
 
     @samples.setter
     def samples(self, value: list[Sample]) -> None:
@@ -380,17 +409,40 @@ class RowsMetric(Metric):
             raise AttributeError("RowsMetric samples come from its rows")
 
 
-def wrapper_rows(metric: MetricWrapperBase) -> RowsMetric | None:
+def format_head(name: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """``name{k="v",...}`` for label pairs already sorted by name (plain names), as :class:`Encoder` writes it."""
+    body = ",".join([f'{k}="{_escape_value(v)}"' for k, v in pairs])
+    return f"{name}{{{body}}}" if body else name
+
+
+_PAIR: Final = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE: Final = re.compile(r"\\(.)")
+
+
+def split_head(head: str) -> tuple[str, list[tuple[str, str]]]:
+    """The inverse of :func:`format_head`: (sample name, label pairs with values unescaped)."""
+    name, brace, rest = head.partition("{")
+    if not brace:
+        return name, []
+    pairs = [
+        (k, _UNESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], v) if "\\" in v else v)
+        for k, v in _PAIR.findall(rest)
+    ]
+    return name, pairs
+
+
+def wrapper_rows(metric: MetricWrapperBase, tick: Callable[[], None] | None = None) -> RowsMetric | None:
     """A prometheus_client metric's samples as a :class:`RowsMetric`, read from its children like
-    :meth:`Encoder.wrapper` (no ``Sample`` per series); None when the metric is not a plain one (use collect())."""
+    :meth:`Encoder.wrapper` (no ``Sample`` per series); None when the metric is not a plain one (use collect()).
+    ``tick`` is called per child (a :class:`Pacer`)."""
     if not fast_path(metric):
         return None
     private: Any = metric  # prometheus_client internals are untyped
     head: Metric = private._get_metric()
     name: str = private._name
-    if head.name != name:
-        return None
     labelnames: Sequence[str] = private._labelnames
+    if head.name != name or not _plain(name) or not all(_plain_label(label) for label in labelnames):
+        return None
     order = sorted(range(len(labelnames)), key=labelnames.__getitem__)
     children: Iterable[tuple[Sequence[str], Any]]
     if private._is_parent():
@@ -398,24 +450,38 @@ def wrapper_rows(metric: MetricWrapperBase) -> RowsMetric | None:
             children = private._metrics.copy().items()
     else:
         children = (((), metric),)
-    rows: list[Row] = []
-    append = rows.append
-    for values, child in children:
-        base = tuple([(labelnames[i], values[i]) for i in order])
+    heads: list[Any] = []
+    values: list[float] = []
+    timestamps: list[float | None] = []
+    exemplars: list[ExemplarRow | None] = []
+    for labelvalues, child in children:
+        base = [(labelnames[i], labelvalues[i]) for i in order]
+        series = ",".join([f'{k}="{_escape_value(v)}"' for k, v in base])
         for sample in child._child_samples():
             suffix: str = sample[0]
             extra: dict[str, str] = sample[1]
             if sample[2] is None or getattr(sample, "native_histogram", None) is not None:
                 continue
-            labels = tuple(sorted((*base, *extra.items()))) if extra else base
-            ex = sample[4]
-            exemplar: tuple[LabelPairs, float, float | None] | None = None
-            if ex is not None:
-                when = None if ex.timestamp is None else float(ex.timestamp)
-                exemplar = (tuple(sorted(ex.labels.items())), float(ex.value), when)
+            if extra:
+                heads.append(format_head(name + suffix, sorted([*base, *extra.items()])))
+            else:
+                heads.append(f"{name}{suffix}{{{series}}}" if series else name + suffix)
+            values.append(float(sample[2]))
             ts = sample[3]
-            append((name + suffix, labels, float(sample[2]), None if ts is None else float(ts), exemplar))
-    return RowsMetric(head.name, head.documentation, head.type, head.unit, rows)
+            timestamps.append(None if ts is None else float(ts))
+            ex = sample[4]
+            exemplars.append(
+                None
+                if ex is None
+                else (
+                    tuple(sorted(ex.labels.items())),
+                    float(ex.value),
+                    None if ex.timestamp is None else float(ex.timestamp),
+                )
+            )
+        if tick is not None:
+            tick()
+    return RowsMetric(head.name, head.documentation, head.type, head.unit, heads, values, timestamps, exemplars)
 
 
 def fast_path(collector: object) -> bool:

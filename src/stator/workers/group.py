@@ -33,7 +33,7 @@ from stator.workers.identity import GroupIdentity, GroupMode, base_dir, detect, 
 from stator.workers.merge import Merger, Source, fold
 from stator.workers.policy import Policies
 from stator.workers.slots import FileLock, claim_slot, known_slots, locked, slot_path
-from stator.workers.snapshot import Record, Snapshot, SnapshotError, encode_families
+from stator.workers.snapshot import Pace, Record, Snapshot, SnapshotError, encode_families
 
 ARCHIVE: Final = "archive.snap"
 ARCHIVE_LOCK: Final = "archive.lock"
@@ -204,15 +204,17 @@ class WorkerGroup:
     def snapshot(self) -> Snapshot:
         """Collect this worker's families, write them to its slot file, and return them: in that order, under one
         lock, so nothing is ever served that the file does not already hold."""
+        return self._snapshot()[0]
+
+    def _snapshot(self) -> tuple[Snapshot, bytes]:
         with self._snap_lock:
             families = encode_families(self._collect(), self.policies.policy, Pacer().tick)
             snap = Snapshot(self.record(), time.time(), families)
-            snap.write(slot_path(self.directory, self.slot, "snap"))
-            return snap
+            return snap, snap.write(slot_path(self.directory, self.slot, "snap"), Pace())
 
     def _answer(self, request: bytes) -> bytes:
         if request == SNAPSHOT:
-            return self.snapshot().encode()
+            return self._snapshot()[1]
         if request == RECORD:
             return Snapshot(self.record(), time.time(), []).encode()
         raise ValueError(f"unknown request {request!r}")
@@ -225,7 +227,7 @@ class WorkerGroup:
 
     def _read(self, path: Path) -> Snapshot | None:
         try:
-            return Snapshot.read(path)
+            return Snapshot.read(path, Pace())
         except (SnapshotError, OSError) as exc:
             self._report(SnapshotError(f"{path.name}: {exc}"))
             return None
@@ -241,7 +243,7 @@ class WorkerGroup:
         def one(slot: int) -> None:
             try:
                 data = ask(slot_path(self.directory, slot, "sock"), request, self.timeout)
-                answers[slot] = Snapshot.decode(data)
+                answers[slot] = Snapshot.decode(data, Pace())
                 states[slot] = "live"
             except Unreachable as exc:
                 states[slot] = "unresponsive" if exc.hung else "dead"
