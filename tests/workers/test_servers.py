@@ -8,17 +8,21 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import ServiceProcess, service_env
+from tests.externals import require_tool
 from tests.registry.conftest import RegistryThread
 
 K = 60
+COUNT_CLOSE = str(Path(__file__).resolve().parent.parent / "hardening" / "count_close.lua")
 HELLO = re.compile(r'^http_requests_total\{method="GET",route="/hello",status="200"\} (\S+)$', re.M)
 COUNT = re.compile(r'^http_request_duration_seconds_count\{method="GET",route="/hello"\} (\S+)$', re.M)
 
@@ -120,3 +124,72 @@ def test_one_registration_per_instance_and_ordered_stop(registry: RegistryThread
         assert len([line for line in proc.lines if line.get("msg") == "supervisor stopped"]) == 1
     finally:
         proc.stop()
+
+
+def test_sigterm_to_the_group_under_keep_alive_load_loses_no_request(registry: RegistryThread) -> None:
+    """wrk (one thread, 16 keep-alive connections) loads /hello of `stator run --workers 2`; SIGTERM reaches the
+    master 1.5 s in; the load stops 1.5 s later, inside the 3 s lame duck (STATOR_SHUTDOWN_DELAY), as a client
+    does once the registry no longer names the instance — which is what the lame duck waits for.
+
+    A failed request is one wrk reports: a socket error — connect (refused: the listener went away while clients
+    still had the address), read (EOF or reset with a request outstanding: an accepted request lost), write (reset
+    while sending one), timeout (no answer within 4 s) — or a response other than 2xx/3xx (a 503 from a draining
+    worker). wrk prints those lines only when a count is not 0: neither may appear. Responses that say
+    `Connection: close` are successes (the lame duck asks clients to reconnect; wrk does so). Then: the dev
+    registry saw exactly one deregistration, and the master exited 0 before STATOR_SHUTDOWN_TIMEOUT + 2 s (the
+    supervisor's own deadline) counting from the signal."""
+    wrk = require_tool("wrk")
+    port = _free_port()
+    env = service_env(
+        STATOR_HTTP_PORT=str(port),
+        STATOR_SERVICE_NAME="multi",
+        STATOR_REGISTRY="consul",
+        STATOR_CONSUL_ADDR=registry.url,
+        STATOR_ROSTER_CHECK="ttl",
+        STATOR_SHUTDOWN_TIMEOUT="8s",
+        STATOR_SHUTDOWN_DELAY="3s",
+        STATOR_HTTP_ACCESS_LOG="false",
+    )
+    proc = ServiceProcess(_command("stator", port, 2), env)
+    load: subprocess.Popen[str] | None = None
+    try:
+        _wait_workers(f"http://127.0.0.1:{port}", 2, proc)
+        deadline = time.monotonic() + 15
+        while not _registered(registry) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_registered(registry)) == 1
+        cmd = [wrk, "-t1", "-c16", "-d3s", "--timeout", "4s", "-s", COUNT_CLOSE, f"http://127.0.0.1:{port}/hello"]
+        load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.5)
+        signalled = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        out, _ = load.communicate(timeout=20)
+        assert time.monotonic() - signalled < 3.0, "the load must end within the lame duck"
+        code = proc.wait(20)
+        stopped_in = time.monotonic() - signalled
+    finally:
+        if load is not None and load.poll() is None:
+            load.kill()
+            load.wait()
+        proc.stop()
+    assert code == 0, proc.messages()[-40:]
+    assert stopped_in < 8 + 2, stopped_in
+    assert re.search(r"Socket errors", out) is None, out
+    assert re.search(r"Non-2xx or 3xx responses", out) is None, out
+    counts = re.search(r"STATOR responses=(\d+) closes=(\d+)", out)
+    assert counts is not None, out
+    responses, closes = int(counts.group(1)), int(counts.group(2))
+    assert responses > 300, out  # the load really ran, before and during the lame duck
+    assert closes >= 16, out  # every connection was served in the lame duck and told to reconnect
+    deregistered = [line for line in registry.sink.text().splitlines() if '"service deregistered"' in line]
+    assert len(deregistered) == 1, deregistered
+    assert not _registered(registry)
+    messages = proc.messages()
+    assert messages.count("deregistered") == 1 and "deregistration failed, retrying" not in messages  # one try
+    assert messages.count("supervisor stopped") == 1
+    assert messages.count("lame duck: still serving, responses say Connection: close") == 2  # every worker
+
+
+def _registered(registry: RegistryThread) -> list[dict[str, object]]:
+    services = httpx.get(f"{registry.url}/v1/agent/services", timeout=5).json()
+    return [s for s in services.values() if s["Service"] == "example-starlette"]
