@@ -234,11 +234,19 @@ class Service:
             route_resolver=self.route_resolver,
             tracer=self.tracer,
             profiling_tasks=self.profiler.table.active if self.profiler is not None else None,
+            slow_profile=self._slow_profile_link(),
             # The remote-write receiver checks its own, larger limit on its route (STATOR_REMOTE_WRITE_MAX_BODY).
             max_body=max(http.max_body, self.settings.remote_write.max_body)
             if http.max_body and self.settings.remote_write.enabled
             else http.max_body,
         )
+
+    def _slow_profile_link(self) -> Callable[[float, float], str] | None:
+        """With continuous profiling, a slow request's access line links to the CPU samples of its time window."""
+        profiler = self.profiler
+        if profiler is None or not profiler.settings.continuous:
+            return None
+        return lambda start, end: f"{PPROF}/{profiler.window_query(start, end)}"
 
     def _build_app(self, app: ASGIApp | None) -> ServiceApp:
         ops = self.settings.ops

@@ -59,6 +59,12 @@ def test_windows_ring_and_time_range_queries(pushed: tuple[Server, Receiver], pp
     assert merged.duration_nanos > 1.2e9  # several windows merged
     assert {str(s.labels.get("span_id")) for s in merged.samples} >= {span_id}
     assert "burn_alpha" in pprof("-top", pprof.save(by_range.content))
+    # the slow request's access line links to the CPU samples of its window: one step from log to profile
+    slow = [orjson.loads(line) for line in server.sink.lines]
+    slow = [line for line in slow if line.get("msg") == "slow request" and line.get("request_id") == "cont-alpha"]
+    assert len(slow) == 1 and slow[0]["profile"].startswith("/-/debug/pprof/profile?start="), slow
+    linked = httpx.get(f"{server.base}{slow[0]['profile']}", timeout=30)
+    assert linked.status_code == 200 and any(s.labels.get("span_id") == span_id for s in decode(linked.content).samples)
     none = httpx.get(f"{server.pprof}/profile?span_id=0000000000000000", timeout=30)
     assert none.status_code == 404 and "error" in none.json()
 

@@ -74,6 +74,7 @@ class ObservabilityMiddleware:
         route_resolver: Callable[[Scope], str] | None = None,
         tracer: RequestTracer | None = None,
         profiling_tasks: dict[Any, list[Any]] | None = None,
+        slow_profile: Callable[[float, float], str] | None = None,
         max_body: int = 0,
     ) -> None:
         self.app = app
@@ -91,6 +92,9 @@ class ObservabilityMiddleware:
         # The profiler's task -> request table (stator.profiling.attribution): the sampler thread reads which
         # request the running task serves. None when profiling is off.
         self.profiling_tasks = profiling_tasks
+        # Continuous profiling on: (start, end) unix seconds -> the URL of the CPU samples of that window, put on
+        # the access line of a slow request ("slow request -> its CPU samples" in one step).
+        self.slow_profile = slow_profile
         self.ids = RequestIds()
         self._sample = random.Random()
         self.recent = RecentRequests()  # the last slow and failed requests, read by /-/ui/requests
@@ -285,6 +289,9 @@ class ObservabilityMiddleware:
                     "user_agent": user_agent.decode("latin-1"),
                 }
                 if duration >= self.slow:
+                    if self.slow_profile is not None:
+                        end = time.time()
+                        fields["profile"] = self.slow_profile(end - duration, end)
                     self.logger.log_trusted("warning", "slow request", fields, _CLIENT_CONTROLLED)
                 else:
                     self.logger.log_trusted("info", "request", fields, _CLIENT_CONTROLLED)
