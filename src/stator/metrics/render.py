@@ -269,6 +269,7 @@ class Encoder:
         lines = self._header(name, family.type, family.documentation, family.unit)
         groups: dict[str, list[str]] = {}
         regroup = not self.om
+        regrouped = tuple(name + suffix for suffix in _REGROUPED)  # a cheap first test: most heads fail it
         tick = self.pacer.tick
         number = _number
         columns = zip(family.heads, family.values, map(repr, family.values), family.timestamps, family.exemplars,
@@ -281,7 +282,7 @@ class Encoder:
             else:
                 exemplar = None if ex is None else Exemplar(dict(ex[0]), ex[1], ex[2])
                 line = self._line(head, "", value, timestamp, exemplar)
-            if regroup:
+            if regroup and head.startswith(regrouped):
                 sname = cast(str, head).partition("{")[0]
                 suffix = sname[len(name) :]
                 if suffix in _REGROUPED and sname.startswith(name):

@@ -14,6 +14,8 @@ the others' copies are left out and counted in :attr:`Merger.conflicts`.
 
 from __future__ import annotations
 
+import functools
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -75,7 +77,7 @@ class _Family:
     ) -> bool:
         """The first source's columns as they are (copied: sources stay untouched): the bulk of a merge at C speed.
         False (nothing taken) when the source repeats a series: the row-by-row merge then handles it."""
-        numbers = list(map(float, values))  # a non-number: TypeError, the source is rejected (nothing changed)
+        numbers = array("d", values).tolist()  # a non-number: TypeError, the source is rejected (nothing changed)
         index = dict(zip(heads, range(len(heads)), strict=True))
         if len(index) != len(heads):
             return False
@@ -131,20 +133,27 @@ class Merger:
     ) -> None:
         if not family.heads and family.kind != "summary" and family.take(heads, values, stamps, exemplars):
             return
+        numbers = array("d", values).tolist()  # every value a number, checked in C (TypeError: source rejected)
         index = family.index
+        get = index.get
         acc = family.values
         created = family.name + "_created"
+        size = len(created)
+        plain = family.plain
         quantiles = family.kind == "summary"
         tick = self._tick
-        for head, value, stamp, ex in zip(heads, values, stamps, exemplars, strict=True):
-            value = float(value)  # a non-number: TypeError, the source is rejected
+        for head, value, stamp, ex in zip(heads, numbers, stamps, exemplars, strict=True):
             if quantiles and _sample_name(head) == family.name:
                 continue  # a quantile sample: not mergeable
-            row = index.get(head)
+            row = get(head)
             if row is None:
                 family.append(head, value, stamp, ex, 0.0)
             else:
-                if (not isinstance(head, str) or head.startswith(created)) and _sample_name(head) == created:
+                if (
+                    (head.startswith(created) and (len(head) == size or head[size] == "{"))
+                    if plain
+                    else (head[0] == created)
+                ):
                     if value < acc[row]:
                         acc[row] = value
                 else:
@@ -231,8 +240,10 @@ class Merger:
         return out
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def _with_worker(head: Any, slot: str) -> Any:
-    """``head`` with the label ``worker="<slot>"`` (replacing one it had), labels kept sorted."""
+    """``head`` with the label ``worker="<slot>"`` (replacing one it had), labels kept sorted. Cached: a worker's
+    series repeat scrape after scrape, and parsing labels is the costly part of a per-worker family."""
     if isinstance(head, str):
         sname, pairs = split_head(head)
         items = [(k, v) for k, v in pairs if k != WORKER_LABEL]
