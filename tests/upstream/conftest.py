@@ -29,6 +29,7 @@ class Backend:
         self.name = name
         self.mode = "ok"
         self.hits = 0
+        self.headers: dict[str, str] = {}  # the last request's headers
         self.url = ""
         routes = [Route("/work", self._work, methods=["GET", "POST"])]
         sink = MemorySink()
@@ -45,6 +46,7 @@ class Backend:
 
     async def _work(self, request: Request) -> Response:
         self.hits += 1
+        self.headers = dict(request.headers)
         if self.mode == "fail":
             return JSONResponse({"error": "broken"}, status_code=500)
         if self.mode == "hang":

@@ -172,6 +172,8 @@ async def test_one_span_per_call_with_a_client_span_per_attempt() -> None:
     assert second["http.response.status_code"] == 200
     assert attrs(parent)["stator.upstream.attempts"] == 2
     assert all(s.trace_id == parent.trace_id for s in attempts)
+    # The callee continues the trace from the attempt that reached it (W3C trace context).
+    assert a.headers["traceparent"] == f"00-{parent.trace_id.hex()}-{attempts[1].span_id.hex()}-01"
 
 
 async def test_metrics_and_monitor_show_instances_and_their_state() -> None:

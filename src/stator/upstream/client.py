@@ -27,14 +27,15 @@ from typing import Any, Protocol, Unpack
 
 import httpx
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from stator.client import HTTPClient, ResponseTooLarge
 from stator.client.http import RequestOptions
 from stator.logs import Logger
 from stator.upstream.balancer import Balancer
 from stator.upstream.breaker import CircuitBreaker
+from stator.upstream.deadlines import AttemptDeadlines
 from stator.upstream.errors import AttemptsFailed, CircuitOpen, DeadlineExceeded, NoInstances, RateLimited
 from stator.upstream.instances import Endpoint, Instance
 from stator.upstream.limiter import ClientRateLimiter
@@ -44,7 +45,6 @@ from stator.upstream.telemetry import CALL_OUTCOMES, DEFAULT_BUCKETS, EndpointSt
 from stator.upstream.window import RollingCounts
 
 INSTANCE_EXTENSION = "stator.upstream.instance"
-_PROPAGATOR = TraceContextTextMapPropagator()
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)  # nothing reached the instance: safe to retry any method
 
 
@@ -107,6 +107,7 @@ class Upstream:
         self._clock = clock
         self._random = (rng or random.Random()).random
         self._by_id: dict[str, Endpoint] = {}
+        self.deadlines = AttemptDeadlines()
         self.endpoints: list[Endpoint] = []  # replaced whole on every change: iterate without copying
         self.call_outcomes = dict.fromkeys(CALL_OUTCOMES, 0)
         self.retries = 0
@@ -166,15 +167,17 @@ class Upstream:
                 raise CircuitOpen(self.name, breaker.retry_in())
         tracer = self._tracer
         span = None
+        parent = None  # the context the attempts' CLIENT spans start in: made once per call
         if tracer is not None:
             span = tracer.start_span(
                 f"{method} {self.name}",
                 kind=SpanKind.INTERNAL,
                 attributes={"stator.upstream": self.name, "http.request.method": method},
             )
+            parent = trace.set_span_in_context(span)
         verdict: bool | None = None  # failed? None = no verdict for the breaker (refused before sending)
         try:
-            response = await self._call(method, path, idempotent, max_body, options, span)
+            response = await self._call(method, path, idempotent, max_body, options, span, parent)
             verdict = response.status_code >= 500
             self.call_outcomes["failure" if verdict else "success"] += 1
             return response
@@ -203,6 +206,7 @@ class Upstream:
         max_body: int | None,
         options: RequestOptions,
         span: trace.Span | None,
+        parent: Context | None,
     ) -> httpx.Response:
         policy = self.policy
         clock = self._clock
@@ -231,7 +235,7 @@ class Upstream:
                 await self._no_endpoints(deadline)
             endpoint, probe = self._pick(previous)
             response, error, unsent = await self._attempt(
-                endpoint, probe, method, path, attempt, min(policy.try_timeout, remaining), max_body, options, span
+                endpoint, probe, method, path, attempt, min(policy.try_timeout, remaining), max_body, options, parent
             )
             attempt += 1
             if response is not None:
@@ -282,37 +286,45 @@ class Upstream:
         try_timeout: float,
         max_body: int | None,
         options: RequestOptions,
-        parent: trace.Span | None,
+        parent: Context | None,
     ) -> tuple[httpx.Response | None, BaseException | None, bool]:
         """One attempt: (answer, error, unsent). Counts, spans and outlier detection happen here."""
         instance = endpoint.instance
+        url = endpoint.url(path)
         span = None
-        if parent is not None and self._tracer is not None:
+        tracer = self._tracer
+        if parent is not None and tracer is not None:
             attributes: dict[str, Any] = {
                 "http.request.method": method,
                 "server.address": instance.address,
                 "server.port": instance.port,
-                "url.full": instance.base_url + path.split("?", 1)[0],
+                "url.full": endpoint.base_url + path.partition("?")[0],
                 "stator.upstream": self.name,
                 "stator.upstream.instance": instance.id,
             }
             if attempt:
                 attributes["http.request.resend_count"] = attempt
-            span = self._tracer.start_span(
-                method, context=trace.set_span_in_context(parent), kind=SpanKind.CLIENT, attributes=attributes
-            )
+            span = tracer.start_span(method, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
             headers = dict(options.get("headers") or {})
-            _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+            _inject_traceparent(headers, span.get_span_context())
             options = {**options, "headers": headers}
         endpoint.outstanding += 1
         endpoint.requests += 1
         response: httpx.Response | None = None
         error: BaseException | None = None
         outcome = "success"
+        http = self.http
+        deadlines = self.deadlines
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(try_timeout):
-                response = await self.http.request(method, instance.base_url + path, max_body=max_body, **options)
+            timer = deadlines.start(try_timeout)  # asyncio.timeout's semantics, one loop timer for all attempts
+            try:
+                response = await http.send(http.build_request(method, url, **options), max_body=max_body)
+            except BaseException as exc:
+                if deadlines.end(timer, exc):
+                    raise TimeoutError from exc
+                raise
+            deadlines.end(timer, None)
         except TimeoutError as exc:
             error, outcome = exc, "timeout"
         except _UNSENT as exc:
@@ -400,6 +412,15 @@ class Upstream:
             "breaker": self.breaker.snapshot() if self.breaker is not None else None,
             "limiter": self.limiter.snapshot() if self.limiter is not None else None,
         }
+
+
+def _inject_traceparent(headers: dict[str, str], context: SpanContext) -> None:
+    """W3C trace context for the callee, as ``TraceContextTextMapPropagator.inject`` writes it, straight from the
+    attempt's span context (no Context object built per attempt just to be read back)."""
+    if context.is_valid:
+        headers["traceparent"] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        if context.trace_state:
+            headers["tracestate"] = context.trace_state.to_header()
 
 
 def _describe(error: BaseException | None) -> str:

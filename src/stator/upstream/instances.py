@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
+
 OutlierState = Literal["healthy", "ejected", "probing"]
+URL_CACHE_SIZE = 256  # parsed URLs kept per endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class Endpoint:
     """
 
     __slots__ = (
+        "base_url",
         "consecutive_failures",
         "ejected_until",
         "ejections",
@@ -73,6 +77,7 @@ class Endpoint:
         "probe_in_flight",
         "requests",
         "state",
+        "urls",
         "window",
     )
 
@@ -87,6 +92,20 @@ class Endpoint:
         self.probe_in_flight = False
         self.window = window  # RollingCounts of attempts and failures, for the failure-rate rule
         self.metrics = metrics  # the instance's metric children, cached (telemetry)
+        # The instance's address never changes for an endpoint (a new address is a new endpoint): its base URL
+        # and the parsed URLs of the paths called on it are kept, so a call does not re-parse the same URL.
+        self.base_url = instance.base_url
+        self.urls: dict[str, httpx.URL] = {}
+
+    def url(self, path: str) -> httpx.URL:
+        """``path`` (with its query, if any) on this instance, parsed once; raises httpx.InvalidURL when bad."""
+        url = self.urls.get(path)
+        if url is None:
+            url = httpx.URL(self.base_url + path)
+            if len(self.urls) >= URL_CACHE_SIZE:
+                self.urls.clear()  # paths with ids or queries in them: keep the cache bounded, simply
+            self.urls[path] = url
+        return url
 
     @property
     def id(self) -> str:
