@@ -220,7 +220,8 @@ def test_series_limit_refuses_new_series_keeps_updating_known_ones() -> None:
 
 
 def test_over_the_ingest_rate_gets_429_with_retry_after() -> None:
-    env = {"STATOR_REMOTE_WRITE": "true", "STATOR_REMOTE_WRITE_RATE": "10", "STATOR_REMOTE_WRITE_BURST": "50"}
+    # 0.2 samples/s: the bucket cannot refill a sample between the two writes however slow the machine is.
+    env = {"STATOR_REMOTE_WRITE": "true", "STATOR_REMOTE_WRITE_RATE": "0.2", "STATOR_REMOTE_WRITE_BURST": "50"}
     with serve_service(env) as rw:
         assert rw.write(snappy(write_request([up(f"i:{n}", n) for n in range(50)]))).status_code == 204
         resp = rw.write(snappy(write_request([up("late:1", 1)])))
