@@ -22,14 +22,18 @@ _ALIAS_FACTOR: Final = 4
 
 
 class Series:
-    __slots__ = ("labels", "metric", "stale", "timestamp_ms", "value")
+    __slots__ = ("labels", "metric", "timestamp_ms", "value")
 
     def __init__(self, labels: Labels) -> None:
         self.labels = labels
         self.metric = dict(labels)
         self.value = math.nan
         self.timestamp_ms = -(2**63)
-        self.stale = False
+
+    @property
+    def stale(self) -> bool:
+        """The latest sample is Prometheus's staleness marker (worked out when read: writes are the hot path)."""
+        return is_stale(self.value)
 
 
 @dataclass(slots=True)
@@ -82,7 +86,7 @@ class Store:
             aliases[raw] = series
         get = aliases.get
         stored = out_of_order = refused = 0
-        for raw, value, timestamp in batch.updates:
+        for raw, value, timestamp in zip(batch.keys, batch.values, batch.stamps, strict=True):
             series = get(raw)
             if series is None:  # refused by the limit
                 refused += 1
@@ -93,7 +97,6 @@ class Store:
                 continue
             series.value = value
             series.timestamp_ms = timestamp
-            series.stale = value != value and struct.pack("<d", value) == _STALE
             stored += 1
         out.stored = stored
         out.out_of_order = out_of_order
