@@ -67,6 +67,7 @@ from stator.demo_prometheus import (
     has_consul_sd,
     prometheus_config,
 )
+from stator.demo_terminal import Console
 from stator.demo_traffic import Traffic
 from stator.discover import EXAMPLE_DOCUMENT
 from stator.ids import short_id
@@ -245,6 +246,13 @@ def _parser() -> argparse.ArgumentParser:
         " checkout's deploy/)",
     )
     p.add_argument("--service", default="stator", help="service name the instances register (default stator)")
+    p.add_argument(
+        "--output",
+        choices=("auto", "pretty", "raw"),
+        default="auto",
+        help="pretty: one line per event prefixed by the process, access lines summarised, each process's full log"
+        " kept in a file; raw: every process's JSON lines as they come; auto (default): pretty on a terminal",
+    )
     return p
 
 
@@ -415,12 +423,27 @@ def main(argv: list[str]) -> int:
     traffic: Traffic | None = None
     registry: list[Child] = []
     code = 0
+    # --output pretty: each child writes to its own file there (kept after the demo); a console thread follows them.
+    logs: Path | None = None
+    console: Console | None = None
+    if args.output == "pretty" or (args.output == "auto" and sys.stdout.isatty()):
+        logs = Path(tempfile.mkdtemp(prefix="stator-logs-demo-"))
+        tty = sys.stdout.isatty()
+        console = Console(_say, colour=tty, columns=shutil.get_terminal_size().columns if tty else None)
+
+    def log_of(name: str) -> Path | None:
+        if logs is None or console is None:
+            return None
+        console.follow(name, logs / f"{name}.log")
+        return logs / f"{name}.log"
+
     try:
         registry.append(
             Child(
                 "registry",
                 [sys.executable, "-m", "stator", "registry", "--listen", f"{args.host}:{args.registry_port}"],
                 base_env,
+                log=log_of("registry"),
             )
         )
         if not _wait_registry(registry_url, registry[0], args.registry_port):
@@ -435,13 +458,19 @@ def main(argv: list[str]) -> int:
             _start_monitoring(started, plan, args, (binary, am_binary), base_env, workdir)
         for spec in plan.instances:
             env = instance_env(plan, spec, args, base_env)
-            started.instances.append(Child(spec.name, [sys.executable, "-m", "stator", "run"], env))
+            args_run = [sys.executable, "-m", "stator", "run"]
+            started.instances.append(Child(spec.name, args_run, env, log=log_of(spec.name)))
         if started.bridge is not None:
             started.bridge.start()  # the first thread: every child was forked before it (see Child)
+        if console is not None:
+            for other in started.others:  # Prometheus, Alertmanager: their warnings and errors
+                if other.log is not None:
+                    console.follow(other.name, other.log, quiet_info=True)
+            console.start()  # a thread too: after the last fork
 
         passing, front = _wait_ready(plan, args, started, stop_requested)
         if not stop_requested:
-            _print_summary(args, plan, passing, front, started, workdir)
+            _print_summary(args, plan, passing, front, started, workdir, logs)
         if not stop_requested and front is not None and not args.no_traffic:
             svc = front.get("Service") or {}
             traffic = Traffic(f"http://{_hostport(svc)}/sum", _say, source=FRONT)
@@ -465,9 +494,13 @@ def main(argv: list[str]) -> int:
         if started.bridge is not None:
             started.bridge.stop()  # Prometheus is gone: nothing reads the file any more
         stop_in_order([], registry)
+        if console is not None:
+            console.stop()  # the last lines: deregistrations, "stopped"
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         remove_workdir(workdir)
+    if logs is not None:
+        _say(f"stator demo: the full log of every process is in {logs}")
     _say("stator demo: stopped")
     return code
 
@@ -484,6 +517,7 @@ def _print_summary(
     front: dict[str, Any] | None,
     started: Started,
     workdir: Path,
+    logs: Path | None = None,
 ) -> None:
     expected = sum(1 for s in plan.instances if s.counted)
     registry_url = plan.registry_url
@@ -496,7 +530,7 @@ def _print_summary(
     for entry in sorted(passing, key=lambda e: str((e.get("Service") or {}).get("ID"))):
         svc = entry.get("Service") or {}
         base = f"http://{_hostport(svc)}"
-        lines.append(f"  instance      {base}   {svc.get('ID')}   ({base}/-/monitor, {base}/-/metrics)")
+        lines.append(f"  instance      {base}   {svc.get('ID')}   ({base}/-/ui/, {base}/-/metrics)")
     if plan.front() is not None:
         if front is None:
             lines.append(f"  front         not passing within {READY_TIMEOUT:.0f}s (its log lines above say why)")
@@ -538,6 +572,11 @@ def _print_summary(
         lines.append(
             "  alertmanager  not started (needs Prometheus and prometheus-alertmanager on PATH; or --no-alertmanager)"
         )
+    if passing:
+        base = f"http://{_hostport(passing[0].get('Service') or {})}"
+        lines.append(f"  pages         {base}/-/ui/   (status)   {base}/-/ui/routes   {base}/-/ui/requests")
+    if logs is not None:
+        lines.append(f"  logs          {logs}/<process>.log   (the full JSON lines; access lines are summarised here)")
     lines.append("Ctrl-C stops everything (instances deregister first).")
     _say("\n".join(lines))
 
