@@ -1,10 +1,7 @@
 """The dev registry's UI (``/ui/``) on a real registry server, over HTTP and in headless Chromium: services and
 instance counts match the API, checks show their output, KV view/create/edit/delete go through the API with CAS
 (a concurrent change is shown, never overwritten), a cross-site form post is refused, HTML in a service name or
-a KV key/value is shown inert, live updates come from the registry's blocking queries, and a large KV tree pages.
-
-The registry routes ``/ui`` to :func:`stator.registry.ui.handle` with one line in its dispatcher; until that line
-is in, :class:`WithUI` below puts the same routing in front of the app."""
+a KV key/value is shown inert, live updates come from the registry's blocking queries, and a large KV tree pages."""
 
 from __future__ import annotations
 
@@ -14,15 +11,11 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from stator.registry import ui
-from stator.registry.app import RegistryApp
-from stator.registry.http import Park, Request, Response
-from stator.registry.server import build_server
 from tests.externals import require_tool
 from tests.registry.conftest import FAST, RegistryThread
 from tests.ui.browser import Browser
@@ -30,26 +23,9 @@ from tests.ui.browser import Browser
 XSS_NAME = "web<script>window.__xss=1</script>"
 
 
-class WithUI:
-    """The registry app with ``/ui`` routed to the UI (what the one routing line in RegistryApp does)."""
-
-    def __init__(self, app: RegistryApp) -> None:
-        self.app = app
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)
-
-    async def handle(self, req: Request) -> Response | Park:
-        if req.path == "/ui" or req.path.startswith("/ui/"):
-            return await ui.handle(self.app, req)
-        return await self.app.handle(req)
-
-
 @pytest.fixture
 def registry() -> Iterator[RegistryThread]:
-    reg = RegistryThread(**FAST)
-    reg.server = build_server(WithUI(reg.app), graceful_timeout=2)  # type: ignore[arg-type]
-    reg.start()
+    reg = RegistryThread(**FAST).start()
     yield reg
     reg.stop()
     assert not reg.unhandled(), reg.unhandled()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from stator.logs import Logger
+from stator.registry import ui
 from stator.registry.checks import CheckRunner
 from stator.registry.endpoints import agent, catalog, kv, session
 from stator.registry.endpoints.common import TEXT_TYPE, Call, text_response
@@ -187,6 +188,8 @@ class RegistryApp:
         cleaned = clean_path(path)
         if cleaned != path:
             return _redirect(cleaned, req)
+        if path == ui.PREFIX or path.startswith(ui.PREFIX + "/"):  # the registry UI, like Consul's /ui/
+            return await ui.handle(self, req)
         r, rest = route(path)
         if r is None:
             if (path + "/") in PREFIXES:
