@@ -526,6 +526,7 @@ def _print_summary(
         f"stator demo ready: {len(passing)} of {expected} {args.service} instances passing",
         f"  registry      {registry_url}",
         f"                curl '{registry_url}/v1/health/service/{args.service}?passing'",
+        f"  registry UI   {registry_url}/ui/",
     ]
     for entry in sorted(passing, key=lambda e: str((e.get("Service") or {}).get("ID"))):
         svc = entry.get("Service") or {}
