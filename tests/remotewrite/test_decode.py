@@ -237,3 +237,14 @@ def test_known_series_in_prometheus_shape_are_never_parsed_one_by_one(monkeypatc
     for i in range(500):
         assert same(got[pool[i]].value, values[(i + 1) % len(values)]) and got[pool[i]].timestamp_ms == NOW + 15_000
     assert sum(s.stale for s in store) == sum(1 for i in range(500) if (i + 1) % len(values) == 4)
+
+
+def test_a_batch_larger_than_one_unpack_call_decodes_the_same() -> None:
+    """Over 4096 series the values are unpacked tail by tail instead of by one struct call: same result."""
+    pool = [(("__name__", "m"), ("i", str(i))) for i in range(5000)]
+    store = Store(10_000)
+    store.apply(decode(prom_request(pool, [(i, [(1.0, NOW)], False) for i in range(5000)]), store.aliases))
+    batch = decode(prom_request(pool, [(i, [(i * 0.5, NOW + 1)], False) for i in range(5000)]), store.aliases)
+    assert batch.new == {} and batch.samples == 5000
+    assert batch.values == [i * 0.5 for i in range(5000)] and batch.stamps == [NOW + 1] * 5000
+    assert store.apply(batch).stored == 5000
