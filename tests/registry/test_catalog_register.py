@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stator.registry.state import RegisterRequest, State
-from stator.registry.state.catalog import Node
+from stator.registry.state.records import Node
 
 from .conftest import RegistryThread, wait_for
 

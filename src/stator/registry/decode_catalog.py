@@ -34,7 +34,7 @@ from stator.registry.decode import (
 )
 from stator.registry.errors import APIError
 from stator.registry.model import CRITICAL, ServiceDef
-from stator.registry.state.catalog import Node, RegisterRequest, service_view
+from stator.registry.state.records import Node, RegisterRequest, service_view
 
 HEALTH_CHECK_DEFINITION: Final = Schema(
     "structs.HealthCheckDefinition",

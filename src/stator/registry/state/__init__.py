@@ -2,7 +2,8 @@
 mutation runs to completion between awaits, which is what makes a lost wake-up impossible):
 
 * :mod:`.watch` - the Raft-like indexes (global and per table) and the parked blocking queries;
-* :mod:`.catalog` - nodes, service instances and checks (the catalog tables) and the catalog views;
+* :mod:`.catalog` - nodes, service instances and checks (the catalog tables) and the catalog views, over the
+  records and wire shapes of :mod:`.records`;
 * :mod:`.health` - the health views over the catalog;
 * :mod:`.agent` - the agent's services and checks, maintenance, reaping, and their anti-entropy into the catalog;
 * :mod:`.kv` - keys, tombstones, locks and lock-delays; :mod:`.txn` - atomic KV transactions;
@@ -22,9 +23,10 @@ from typing import Any
 
 from stator.registry.model import CheckDef, ServiceDef
 from stator.registry.state.agent import CONSUL_VERSION, DEFAULT_OUTPUT_MAX, Agent, AgentCheck, Observer
-from stator.registry.state.catalog import Catalog, CatalogError, Node, RegisterRequest
+from stator.registry.state.catalog import Catalog, CatalogError
 from stator.registry.state.health import Health
 from stator.registry.state.kv import KVEntry, KVError, KVStore
+from stator.registry.state.records import Node, RegisterRequest
 from stator.registry.state.sessions import Sessions
 from stator.registry.state.watch import Topic, Watch
 

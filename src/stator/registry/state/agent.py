@@ -21,7 +21,8 @@ import orjson
 
 from stator.config.durations import format_duration_ns as duration_string
 from stator.registry.model import CRITICAL, PASSING, CheckDef, ServiceDef
-from stator.registry.state.catalog import Catalog, Node, Write, default_tagged_addresses, service_view
+from stator.registry.state.catalog import Catalog, Write
+from stator.registry.state.records import Node, default_tagged_addresses, service_view
 
 DEFAULT_OUTPUT_MAX: Final = 4096
 CONSUL_VERSION: Final = "1.15.4"

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from stator.registry.model import PASSING
-from stator.registry.state.catalog import Catalog, Node
+from stator.registry.state.catalog import Catalog
+from stator.registry.state.records import Node
 
 JSON = dict[str, Any]
 
