@@ -146,12 +146,24 @@ def test_failed_request_shows(served: Served) -> None:
 def test_html_in_a_path_or_name_renders_inert(served: Served) -> None:
     response = httpx.get(served.base + PROBE, params={"seconds": "0.25"}, timeout=10)
     assert response.status_code == 200
-    for page in ("", "routes", "requests"):
+    for page in ("", "routes", "requests", "tracez"):
         facts = served.open(page)
         assert facts["errors"] == [], page
         assert facts["active"] == 0 and facts["xss"] == 0, page
     assert PROBE in facts["text"]  # shown as text on the recent-requests page
     assert "/slow/{name}" in facts["text"]
+
+
+def test_tracez_page_shows_the_servers_spans_and_a_trace_tree(served: Served) -> None:
+    response = httpx.get(f"{served.base}/items/7", headers={"X-Request-ID": "ui-tracez-1"}, timeout=10)
+    assert response.status_code == 200
+    trace_id = served.svc.wait_for("request", request_id="ui-tracez-1")["trace_id"]
+    facts = served.open("tracez")
+    assert facts["errors"] == [] and facts["active"] == 0 and facts["xss"] == 0
+    assert "GET /items/{item_id}" in facts["text"]
+    served.shot("tracez")
+    tree = served.open(f"tracez?trace_id={trace_id}")
+    assert tree["errors"] == [] and "GET /items/{item_id}" in tree["text"] and "url.path" in tree["text"]
 
 
 def test_bad_input_is_a_clear_error(served: Served) -> None:

@@ -28,6 +28,7 @@ from stator.config import Settings
 from stator.logs import Logger
 from stator.tracing.export import HTTPPoster, Post, QueueSpanProcessor
 from stator.tracing.provider import ServiceTracerProvider, attach_global, detach_global
+from stator.tracing.recent import RecentSpans
 from stator.tracing.spans import LightSpan
 
 _NO_ROUTE = frozenset({UNMATCHED, OVERFLOW})
@@ -80,9 +81,15 @@ class Tracing:
         )
         # A real OpenTelemetry TracerProvider (get_tracer per instrumentation scope) over the light spans: the
         # server span comes from its "stator" tracer, user and library spans from theirs, one export queue.
-        self.provider = ServiceTracerProvider(
-            ParentBased(TraceIdRatioBased(otlp.sample_ratio)), resource, self.processor.enqueue
-        )
+        # What this instance finished recently, for /-/ui/tracez (bounded; a few appends per span).
+        self.recent = RecentSpans()
+        recent_add, enqueue = self.recent.add, self.processor.enqueue
+
+        def on_end(span: LightSpan) -> None:
+            recent_add(span)
+            enqueue(span)
+
+        self.provider = ServiceTracerProvider(ParentBased(TraceIdRatioBased(otlp.sample_ratio)), resource, on_end)
         self.tracer = self.provider.get_tracer("stator", version)
         self.global_provider = otlp.global_provider
         self._global = False

@@ -99,7 +99,7 @@ def timestamp(epoch: float) -> str:
 
 def page(title: str, body: str, *, root: str, here: str, who: str, refresh: int | None = None) -> bytes:
     """A complete HTML document: header with the instance and the page links, then ``body`` (already escaped)."""
-    links = [("", "Status"), ("routes", "Routes"), ("requests", "Recent requests")]
+    links = [("", "Status"), ("routes", "Routes"), ("requests", "Recent requests"), ("tracez", "Tracez")]
     nav = "".join(
         f'<a href="{esc(root)}/{href}"{" class=here" if href == here else ""}>{label}</a>' for href, label in links
     )

@@ -6,6 +6,8 @@
 ``/-/ui/routes``         per route: requests, rate, error ratio, p50/p90/p99 and a latency histogram chart
 ``/-/ui/requests``       the last slow and failed requests: request id, trace id, status, duration; a traced
                          request links to its profile when continuous profiling is on
+``/-/ui/tracez``         recent spans by name and latency bucket, errors apart, each span's attributes and
+                         events, and the parent/child tree of a trace this instance saw (zPages, no backend)
 ``/-/ui/static/ui.css``  the stylesheet (a string in this package: no build, no CDN, works offline)
 =======================  ====================================================================================
 
@@ -41,6 +43,7 @@ from stator.ui.html import (
     table,
     timestamp,
 )
+from stator.ui.tracez import tracez_page
 
 HTML = b"text/html; charset=utf-8"
 RATE_WINDOW = 60.0  # the routes page's rate and error ratio cover (about) the last minute between two views
@@ -64,6 +67,7 @@ class InstanceSource(Protocol):
     http_metrics: RedMetrics
     asgi: Any  # the served app; its ``http`` attribute is the application port's observability middleware
     profiler: Any  # stator.profiling.Profiler or None
+    tracing: Any  # stator.tracing.Tracing or None: its ``recent`` spans feed the tracez page
 
     def monitor(self) -> dict[str, Any]: ...
 
@@ -102,6 +106,8 @@ class InstancePages:
             body = self.routes_page(root, refresh)
         elif path == "/requests":
             body = self.requests_page(root, refresh, query.get("trace_id", [""])[0])
+        elif path == "/tracez":
+            body = tracez_page(self.source.tracing, root, refresh, query, self._who())
         else:
             await send_json(send, 404, {"error": "not found", "path": root + path})
             return
@@ -262,6 +268,7 @@ class InstancePages:
             if e.trace_id:
                 trace = (
                     f'<a class="mono" href="{esc(root)}/requests?trace_id={quote(e.trace_id)}">{esc(e.trace_id)}</a>'
+                    f' <a href="{esc(root)}/tracez?trace_id={quote(e.trace_id)}">spans</a>'
                 )
             profile = "—"
             if profiles and e.span_id and e.duration >= min_profiled:
