@@ -146,7 +146,7 @@ def test_failed_request_shows(served: Served) -> None:
 def test_html_in_a_path_or_name_renders_inert(served: Served) -> None:
     response = httpx.get(served.base + PROBE, params={"seconds": "0.25"}, timeout=10)
     assert response.status_code == 200
-    for page in ("", "routes", "requests", "tracez"):
+    for page in ("", "routes", "tracez", "requests"):
         facts = served.open(page)
         assert facts["errors"] == [], page
         assert facts["active"] == 0 and facts["xss"] == 0, page
