@@ -32,8 +32,9 @@ class DurationError(ValueError):
     """A string Go's ``time.ParseDuration`` rejects; ``str`` is Go's error text, byte for byte."""
 
 
-def _go_quote(text: str) -> str:
-    """``strconv.Quote`` (enough of it for duration texts: escapes, non-printables as ``\\x``/``\\u``)."""
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote``: double quotes, backslash escapes for quotes and control characters, non-printables
+    as ``\\x``/``\\u``/``\\U`` (the duration errors and the dev registry's Consul error texts both quote this way)."""
     out = ['"']
     for ch in text:
         code = ord(ch)
@@ -57,7 +58,7 @@ _ESCAPES: Final = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a", "\b": "\\
 
 
 def _invalid(orig: str) -> DurationError:
-    return DurationError("time: invalid duration " + _go_quote(orig))
+    return DurationError("time: invalid duration " + go_quote(orig))
 
 
 def parse_duration_ns(text: str) -> int:
@@ -104,12 +105,12 @@ def parse_duration_ns(text: str) -> int:
         while k < len(s) and not (s[k] == "." or "0" <= s[k] <= "9"):
             k += 1
         if k == 0:
-            raise DurationError("time: missing unit in duration " + _go_quote(orig))
+            raise DurationError("time: missing unit in duration " + go_quote(orig))
         unit_text = s[:k]
         s = s[k:]
         unit = _UNITS.get(unit_text)
         if unit is None:
-            raise DurationError("time: unknown unit " + _go_quote(unit_text) + " in duration " + _go_quote(orig))
+            raise DurationError("time: unknown unit " + go_quote(unit_text) + " in duration " + go_quote(orig))
         if whole > (1 << 63) // unit:
             raise _invalid(orig)
         value = whole * unit

@@ -12,44 +12,13 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from stator.config.durations import go_quote as go_quote  # re-exported: the registry quotes like Go too
+
 _MAX_UINT64: Final = (1 << 64) - 1
 
 
 class GoError(ValueError):
     """An error whose ``str`` is exactly the text the Go function would have produced."""
-
-
-def go_quote(text: str) -> str:
-    """``strconv.Quote``: double quotes, backslash escapes for quotes and non-printable characters."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\v":
-            out.append("\\v")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 _DIGITS = re.compile(r"[0-9]+")
