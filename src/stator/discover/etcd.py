@@ -54,6 +54,64 @@ def _int(value: Any) -> int:
         raise PollError("protocol", f"bad revision {value!r} from etcd") from None
 
 
+def http_error(exc: UnexpectedStatus | httpx.HTTPError, call: str) -> PollError:
+    """A failed etcd call (``call``: "range" or "watch") as the poll error the watcher backs off on."""
+    if isinstance(exc, UnexpectedStatus):
+        return PollError("http", str(exc))
+    if isinstance(exc, httpx.TimeoutException):
+        return PollError("timeout", f"etcd {call} timed out: {type(exc).__name__}: {exc}")
+    return PollError("transport", f"etcd {call} failed: {type(exc).__name__}: {exc}")
+
+
+class WatchStream:
+    """One etcd v3 watch over the JSON gateway (shared by the key poller here and the upstream prefix poller):
+    opened on demand from a create request, read as newline-delimited messages of at most ``limit`` bytes, closed
+    on idle, error or shutdown. No read timeout on the stream itself: the caller bounds idleness with ``wait``."""
+
+    def __init__(self, request_timeout: float, limit: int) -> None:
+        self.request_timeout = request_timeout
+        self.limit = limit
+        self.opened = 0  # streams opened (reconnects show here)
+        self._stack: AsyncExitStack | None = None
+        self._lines: AsyncIterator[bytes] | None = None
+
+    @property
+    def watching(self) -> bool:
+        return self._lines is not None
+
+    async def next_message(self, http: HTTPClient, create_request: dict[str, Any]) -> bytes:
+        lines = self._lines or await self._open(http, create_request)
+        line = await anext(lines, None)
+        if line is None:
+            raise PollError("transport", "etcd closed the watch stream")
+        return line
+
+    async def _open(self, http: HTTPClient, create_request: dict[str, Any]) -> AsyncIterator[bytes]:
+        stack = AsyncExitStack()
+        try:
+            resp = await stack.enter_async_context(
+                http.stream(
+                    "POST",
+                    "/v3/watch",
+                    json={"create_request": create_request},
+                    timeout=httpx.Timeout(self.request_timeout, read=None),
+                )
+            )
+            await aexpect_2xx(resp)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._lines = _bounded_lines(resp, self.limit)
+        self.opened += 1
+        return self._lines
+
+    async def close(self) -> None:
+        stack, self._stack, self._lines = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+
 class EtcdPoller:
     """A :class:`~stator.discover.poller.Poller` over an etcd v3 key."""
 
@@ -78,9 +136,7 @@ class EtcdPoller:
         self.revision = 0  # store revision everything up to which has been seen; 0 = read with a range first
         self._data: bytes | None = None
         self._index = 0
-        self._stack: AsyncExitStack | None = None
-        self._lines: AsyncIterator[bytes] | None = None
-        self.watches = 0  # watch streams opened (reconnects show here)
+        self._watch = WatchStream(request_timeout, max_bytes * 4 // 3 + _ENVELOPE)
         self.resyncs = 0  # range reads after a compaction
         self.seen = 0  # the highest store revision observed (kept across errors and resyncs)
         self.resets = 0  # how often the store was found behind ``seen``
@@ -89,6 +145,11 @@ class EtcdPoller:
     @property
     def key(self) -> str:
         return self._key
+
+    @property
+    def watches(self) -> int:
+        """Watch streams opened (reconnects show here)."""
+        return self._watch.opened
 
     def _http(self) -> HTTPClient:
         if self._client is None:
@@ -112,12 +173,8 @@ class EtcdPoller:
             expect_2xx(resp)
         except ResponseTooLarge as exc:
             raise PollError("oversize", f"etcd answer for {self._key!r} too large: {exc}") from None
-        except UnexpectedStatus as exc:
-            raise PollError("http", str(exc)) from None
-        except httpx.TimeoutException as exc:
-            raise PollError("timeout", f"etcd range timed out: {type(exc).__name__}: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise PollError("transport", f"etcd range failed: {type(exc).__name__}: {exc}") from None
+        except (UnexpectedStatus, httpx.HTTPError) as exc:
+            raise http_error(exc, "range") from None
         try:
             body = orjson.loads(resp.content)
         except orjson.JSONDecodeError as exc:
@@ -158,71 +215,38 @@ class EtcdPoller:
 
     # -- watch ---------------------------------------------------------------------------------------------
 
-    async def _open_watch(self) -> AsyncIterator[bytes]:
-        stack = AsyncExitStack()
-        request = {"create_request": {"key": self._key_b64, "start_revision": str(self.revision + 1)}}
-        try:
-            # No read timeout on the stream itself: idleness is bounded by ``wait`` in _next_change.
-            resp = await stack.enter_async_context(
-                self._http().stream(
-                    "POST", "/v3/watch", json=request, timeout=httpx.Timeout(self.request_timeout, read=None)
-                )
-            )
-            await aexpect_2xx(resp)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._lines = _bounded_lines(resp, self.max_bytes * 4 // 3 + _ENVELOPE)
-        self.watches += 1
-        return self._lines
-
-    async def _close_watch(self) -> None:
-        stack, self._stack, self._lines = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
-
     async def _next_change(self) -> PollResult:
         try:
+            request = {"key": self._key_b64, "start_revision": str(self.revision + 1)}
             async with asyncio.timeout(self.wait):
-                lines = self._lines or await self._open_watch()
                 while True:
-                    line = await anext(lines, None)
-                    if line is None:
-                        raise PollError("transport", "etcd closed the watch stream")
-                    result = self._handle(line)
+                    result = self._handle(await self._watch.next_message(self._http(), request))
                     if result is not None:
                         return result
         except TimeoutError:
             # Idle for `wait`: reconnect next time (a silently dead connection would otherwise hang forever).
-            await self._close_watch()
+            await self._watch.close()
             return PollResult(self._data, max(self._index, 1))
         except _StoreWentBack:
-            await self._close_watch()
+            await self._watch.close()
             self.resets += 1
             self._went_back = True
             self.revision = 0
             return await self._range()
         except PollError as exc:
-            await self._close_watch()
+            await self._watch.close()
             if exc.reason == "oversize":
                 # Resuming would replay the oversized event forever; a range read shows the key as it is now
                 # (still too big: reported with backoff; fixed: picked up).
                 self.revision = 0
             raise
         except ResponseTooLarge as exc:
-            await self._close_watch()
+            await self._watch.close()
             self.revision = 0  # start over with a range read: it reports the size problem with backoff
             raise PollError("oversize", f"etcd watch message too large: {exc}") from None
-        except UnexpectedStatus as exc:
-            await self._close_watch()
-            raise PollError("http", str(exc)) from None
-        except httpx.TimeoutException as exc:
-            await self._close_watch()
-            raise PollError("timeout", f"etcd watch timed out: {type(exc).__name__}: {exc}") from None
-        except httpx.HTTPError as exc:
-            await self._close_watch()
-            raise PollError("transport", f"etcd watch failed: {type(exc).__name__}: {exc}") from None
+        except (UnexpectedStatus, httpx.HTTPError) as exc:
+            await self._watch.close()
+            raise http_error(exc, "watch") from None
 
     def _handle(self, line: bytes) -> PollResult | None:
         """One watch message: a change of our key (returned), or bookkeeping (None)."""
@@ -270,7 +294,7 @@ class EtcdPoller:
         return change
 
     async def aclose(self) -> None:
-        await self._close_watch()
+        await self._watch.close()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -278,8 +302,8 @@ class EtcdPoller:
     def monitor(self) -> dict[str, Any]:
         return {
             "revision": self.revision,
-            "watching": self._lines is not None,
-            "watches_opened": self.watches,
+            "watching": self._watch.watching,
+            "watches_opened": self._watch.opened,
             "resyncs_after_compaction": self.resyncs,
             "seen_revision": self.seen,
             "revision_resets": self.resets,

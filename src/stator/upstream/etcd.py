@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 
-from stator.client import HTTPClient, ResponseTooLarge, UnexpectedStatus, aexpect_2xx, expect_2xx
-from stator.discover.etcd import _bounded_lines, _int
+from stator.client import HTTPClient, ResponseTooLarge, UnexpectedStatus, expect_2xx
+from stator.discover.etcd import WatchStream, _int, http_error
 from stator.discover.poller import PollError, PollResult
 from stator.upstream.instances import Instance
 
@@ -66,9 +65,7 @@ class EtcdPrefixPoller:
         self.request_timeout = request_timeout
         self.revision = 0  # 0 = start with a range read
         self.values: dict[str, bytes] = {}
-        self._stack: AsyncExitStack | None = None
-        self._lines: AsyncIterator[bytes] | None = None
-        self.watches = 0
+        self._watch = WatchStream(request_timeout, max_bytes)
         self.resyncs = 0
         self._went_back = False  # the store was found behind what we saw: flag the next read as a reset
 
@@ -96,12 +93,8 @@ class EtcdPrefixPoller:
             expect_2xx(resp)
         except ResponseTooLarge as exc:
             raise PollError("oversize", f"etcd answer for {self._prefix!r} too large: {exc}") from None
-        except UnexpectedStatus as exc:
-            raise PollError("http", str(exc)) from None
-        except httpx.TimeoutException as exc:
-            raise PollError("timeout", f"etcd range timed out: {type(exc).__name__}: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise PollError("transport", f"etcd range failed: {type(exc).__name__}: {exc}") from None
+        except (UnexpectedStatus, httpx.HTTPError) as exc:
+            raise http_error(exc, "range") from None
         try:
             body = orjson.loads(resp.content)
         except orjson.JSONDecodeError as exc:
@@ -120,58 +113,26 @@ class EtcdPrefixPoller:
         reset, self._went_back = self._went_back, False
         return self._result(reset)
 
-    async def _open_watch(self) -> AsyncIterator[bytes]:
-        stack = AsyncExitStack()
-        request = {"create_request": {**self._range, "start_revision": str(self.revision + 1)}}
-        try:
-            resp = await stack.enter_async_context(
-                self._http().stream(
-                    "POST", "/v3/watch", json=request, timeout=httpx.Timeout(self.request_timeout, read=None)
-                )
-            )
-            await aexpect_2xx(resp)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._lines = _bounded_lines(resp, self.max_bytes)
-        self.watches += 1
-        return self._lines
-
-    async def _close_watch(self) -> None:
-        stack, self._stack, self._lines = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
-
     async def _next_change(self) -> PollResult:
         try:
+            request = {**self._range, "start_revision": str(self.revision + 1)}
             async with asyncio.timeout(self.wait):
-                lines = self._lines or await self._open_watch()
                 while True:
-                    line = await anext(lines, None)
-                    if line is None:
-                        raise PollError("transport", "etcd closed the watch stream")
-                    if self._handle(line):
+                    if self._handle(await self._watch.next_message(self._http(), request)):
                         return self._result()
         except TimeoutError:
-            await self._close_watch()  # idle for `wait`: reopen next time (a silently dead connection)
+            await self._watch.close()  # idle for `wait`: reopen next time (a silently dead connection)
             return self._result()
         except PollError:
-            await self._close_watch()
+            await self._watch.close()
             raise
         except ResponseTooLarge as exc:
-            await self._close_watch()
+            await self._watch.close()
             self.revision = 0
             raise PollError("oversize", f"etcd watch message too large: {exc}") from None
-        except UnexpectedStatus as exc:
-            await self._close_watch()
-            raise PollError("http", str(exc)) from None
-        except httpx.TimeoutException as exc:
-            await self._close_watch()
-            raise PollError("timeout", f"etcd watch timed out: {type(exc).__name__}: {exc}") from None
-        except httpx.HTTPError as exc:
-            await self._close_watch()
-            raise PollError("transport", f"etcd watch failed: {type(exc).__name__}: {exc}") from None
+        except (UnexpectedStatus, httpx.HTTPError) as exc:
+            await self._watch.close()
+            raise http_error(exc, "watch") from None
 
     def _handle(self, line: bytes) -> bool:
         """Apply one watch message; True when a key under the prefix changed."""
@@ -216,7 +177,7 @@ class EtcdPrefixPoller:
         return changed
 
     async def aclose(self) -> None:
-        await self._close_watch()
+        await self._watch.close()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -225,8 +186,8 @@ class EtcdPrefixPoller:
         return {
             "revision": self.revision,
             "keys": len(self.values),
-            "watching": self._lines is not None,
-            "watches_opened": self.watches,
+            "watching": self._watch.watching,
+            "watches_opened": self._watch.opened,
             "resyncs_after_compaction": self.resyncs,
             "wait_seconds": self.wait,
         }
