@@ -80,7 +80,8 @@ async def test_only_slow_or_failed_application_requests_are_kept() -> None:
         await client.get("/slow/a", headers={"X-Request-ID": "slow-a"})
         await client.get("/status/503", headers={"X-Request-ID": "fail-503"})
         await client.get("/boom", headers={"X-Request-ID": "fail-boom"})
-        assert [e.request_id for e in recent.slow] == ["slow-a"]
+        # a failed request may also be slow on a loaded machine (its stack is formatted and logged): kept in both
+        assert [e.request_id for e in recent.slow if e.status < 500] == ["slow-a"]
         assert [e.request_id for e in recent.failed] == ["fail-503", "fail-boom"]
         entry = recent.slow[0]
         assert (entry.route, entry.path, entry.status, entry.method) == ("/slow/{name}", "/slow/a", 200, "GET")
